@@ -1,0 +1,113 @@
+//! Maps and the run-time configuration global. Sizes here are defaults; user space overrides
+//! the ring buffer and table sizes at load time (`--ring-buffer-bytes`, `--max-connections`).
+use agent_common::{
+    DataEvent, FdKey, KERNEL_COUNTERS, KernelCounter, MAX_CAPTURE, ProbeConfig, SockInfo,
+};
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+
+/// Written by user space before load (aya `set_global`); all zero means "trace everything,
+/// capture nothing".
+#[unsafe(no_mangle)]
+pub static CONFIG: ProbeConfig = ProbeConfig {
+    agent_tgid: 0,
+    capture_bytes: 0,
+    select: 0,
+    wakeup_bytes: 0,
+    offsets: agent_common::KernelOffsets {
+        task_files: 0,
+        files_fdt: 0,
+        fdtable_fd: 0,
+        fdtable_max_fds: 0,
+        file_private_data: 0,
+        socket_type: 0,
+        socket_file: 0,
+        socket_sk: 0,
+        sock_family: 0,
+        sock_protocol: 0,
+        sock_num: 0,
+        sock_dport: 0,
+        sock_rcv_saddr: 0,
+        sock_daddr: 0,
+        sock_v6_rcv_saddr: 0,
+        sock_v6_daddr: 0,
+    },
+};
+
+/// Reads the configuration through a volatile load so the compiler cannot fold the zeros above.
+#[inline(always)]
+pub fn config() -> ProbeConfig {
+    // SAFETY: CONFIG is a plain static; the loader patches its contents before any program runs.
+    unsafe { core::ptr::read_volatile(&raw const CONFIG) }
+}
+
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+/// Tracked TCP sockets by (process, fd).
+#[map]
+pub static SOCKETS: LruHashMap<FdKey, SockInfo> = LruHashMap::with_max_entries(65536, 0);
+
+/// (process, fd) pairs known not to be TCP sockets, or excluded by `--port`: a read/write on
+/// them costs two map lookups and nothing else. Cleared by close().
+#[map]
+pub static IGNORED: LruHashMap<FdKey, u8> = LruHashMap::with_max_entries(65536, 0);
+
+/// A syscall between its enter and exit tracepoints, by thread.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct InFlight {
+    pub fd: u32,
+    pub kind: u32,
+    /// Buffer, iovec array or msghdr, depending on `kind`.
+    pub ptr: u64,
+    /// Buffer length or iovec count.
+    pub len: u64,
+    pub start_ns: u64,
+    pub sock: u64,
+    pub direction: u8,
+    pub _pad: [u8; 7],
+}
+
+pub const KIND_BUF: u32 = 1;
+pub const KIND_IOVEC: u32 = 2;
+pub const KIND_MSGHDR: u32 = 3;
+pub const KIND_NOCOPY: u32 = 4;
+pub const KIND_CONNECT: u32 = 5;
+
+#[map]
+pub static IN_FLIGHT: LruHashMap<u64, InFlight> = LruHashMap::with_max_entries(16384, 0);
+
+/// Per-CPU staging area for one data record. Twice the largest capture so that the verifier
+/// can prove every iovec copy (offset < MAX, length <= MAX) stays inside it.
+#[repr(C)]
+pub struct Scratch {
+    pub event: DataEvent,
+    pub spill: [u8; MAX_CAPTURE],
+}
+
+#[map]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(KERNEL_COUNTERS, 0);
+
+/// `--pid`/`--exe` selection: tgids to trace.
+#[map]
+pub static SELECT_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
+/// `--cgroup` selection: cgroup v2 ids to trace.
+#[map]
+pub static SELECT_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(4096, 0);
+/// `--port` selection: local or remote ports to trace.
+#[map]
+pub static SELECT_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(1024, 0);
+
+#[inline(always)]
+pub fn count(counter: KernelCounter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, programs do not migrate CPUs mid-run: no concurrent writer.
+        unsafe { *slot += 1 };
+    }
+}

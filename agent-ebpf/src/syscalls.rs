@@ -1,0 +1,452 @@
+//! Syscall tracepoints (`syscalls:sys_enter_*` / `sys_exit_*`, stable ABI since 4.7): the
+//! read/write family carries payloads, accept/connect/close mark a connection's life.
+//!
+//! Cost discipline: every program first drops the agent's own threads, then a data syscall on an
+//! fd we already classified costs one or two hash lookups. Only a never-seen (process, fd) pays
+//! for the fd -> socket walk, once.
+use agent_common::{
+    ConnOpenEvent, ConnOrigin, Direction, EventHeader, EventKind, FdKey, KernelCounter,
+    MAX_CAPTURE, ProbeConfig, SELECT_CGROUP, SELECT_PID, SELECT_PORT, SockInfo,
+};
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_ktime_get_ns, bpf_probe_read_user, generated,
+    },
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+
+use crate::{
+    maps::{
+        EVENTS, IGNORED, IN_FLIGHT, InFlight, KIND_BUF, KIND_CONNECT, KIND_IOVEC,
+        KIND_MSGHDR, KIND_NOCOPY, SCRATCH, SELECT_CGROUPS, SELECT_PIDS, SELECT_PORTS, SOCKETS,
+        config, count,
+    },
+    sock,
+};
+
+/// `sys_enter_*`: the syscall's arguments start at byte 16, 8 bytes each.
+const ARG0: usize = 16;
+/// `sys_exit_*`: the return value.
+const RET: usize = 16;
+const EINPROGRESS: i64 = 115;
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+/// iovecs copied per readv/writev/sendmsg; the rest of the bytes are reported as a gap.
+const MAX_IOV: u64 = 8;
+
+#[inline(always)]
+fn arg(ctx: &TracePointContext, n: usize) -> u64 {
+    // SAFETY: reading the tracepoint's own record at a fixed offset of the syscall ABI.
+    unsafe { ctx.read_at::<u64>(ARG0 + n * 8).unwrap_or(0) }
+}
+
+#[inline(always)]
+fn ret(ctx: &TracePointContext) -> i64 {
+    // SAFETY: as above.
+    unsafe { ctx.read_at::<i64>(RET).unwrap_or(-1) }
+}
+
+/// Ring-buffer wakeup policy: waking the reader on every record halves a busy server's
+/// throughput, so records are submitted silently and the reader drains on a short timer,
+/// unless the buffer is filling up.
+#[inline(always)]
+fn wakeup_flag(cfg: &ProbeConfig) -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= cfg.wakeup_bytes as u64 {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
+#[inline(always)]
+fn header(kind: EventKind, pid_tgid: u64, fd: u32, sock: u64) -> EventHeader {
+    EventHeader {
+        kind: kind as u8,
+        direction: 0,
+        origin: 0,
+        _pad: 0,
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        fd,
+        sock,
+        start_ns: 0,
+        end_ns: 0,
+        total_len: 0,
+        captured_len: 0,
+    }
+}
+
+/// Is the current process one the operator selected (`--pid`, `--exe`, `--cgroup`)?
+#[inline(always)]
+fn process_selected(cfg: &ProbeConfig, tgid: u32) -> bool {
+    let by_process = cfg.select & (SELECT_PID | SELECT_CGROUP);
+    if by_process == 0 {
+        return true;
+    }
+    // SAFETY: map lookups return references into map memory valid for this program run.
+    if cfg.select & SELECT_PID != 0 && unsafe { SELECT_PIDS.get(&tgid) }.is_some() {
+        return true;
+    }
+    if cfg.select & SELECT_CGROUP != 0 {
+        // SAFETY: helper without preconditions.
+        let cgroup = unsafe { bpf_get_current_cgroup_id() };
+        // SAFETY: as above.
+        if unsafe { SELECT_CGROUPS.get(&cgroup) }.is_some() {
+            return true;
+        }
+    }
+    false
+}
+
+/// Classifies `fd` of the current process: a selected TCP socket gets a socket-table entry and
+/// a ConnOpen record; anything else is remembered as ignored. Returns the `struct sock *`.
+#[inline(always)]
+fn track(cfg: &ProbeConfig, pid_tgid: u64, fd: u32, origin: ConnOrigin) -> Option<u64> {
+    let key = FdKey {
+        tgid: (pid_tgid >> 32) as u32,
+        fd,
+    };
+    let Some(sk) = sock::tcp_sock_of_fd(fd, &cfg.offsets) else {
+        let _ = IGNORED.insert(&key, &0, 0);
+        return None;
+    };
+    let tuple = sock::tuple_of(sk, &cfg.offsets);
+    if cfg.select & SELECT_PORT != 0 {
+        // black_box keeps LLVM from OR-ing the two map-value pointers, which the verifier
+        // rejects ("pointer |= pointer prohibited").
+        // SAFETY: map lookups as above.
+        let local = core::hint::black_box(unsafe { SELECT_PORTS.get(&tuple.local_port) }.is_some());
+        // SAFETY: as above.
+        let remote = core::hint::black_box(unsafe { SELECT_PORTS.get(&tuple.remote_port) }.is_some());
+        if !local && !remote {
+            let _ = IGNORED.insert(&key, &0, 0);
+            return None;
+        }
+    }
+    let _ = IGNORED.remove(&key);
+    let _ = SOCKETS.insert(&key, &SockInfo { sock: sk }, 0);
+    let mut event = ConnOpenEvent {
+        header: header(EventKind::ConnOpen, pid_tgid, fd, sk),
+        tuple,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    event.header.origin = origin as u8;
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    event.header.start_ns = now;
+    event.header.end_ns = now;
+    if EVENTS.output::<ConnOpenEvent>(&event, wakeup_flag(cfg)).is_err() {
+        count(KernelCounter::RingFull);
+    }
+    count(KernelCounter::ConnsOpened);
+    Some(sk)
+}
+
+/// The socket behind `fd` if it is one we trace, classifying it on first sight.
+#[inline(always)]
+fn traced_sock(cfg: &ProbeConfig, pid_tgid: u64, fd: u32) -> Option<u64> {
+    let key = FdKey {
+        tgid: (pid_tgid >> 32) as u32,
+        fd,
+    };
+    // SAFETY: map lookups as above.
+    if let Some(info) = unsafe { SOCKETS.get(&key) } {
+        return Some(info.sock);
+    }
+    // SAFETY: as above.
+    if unsafe { IGNORED.get(&key) }.is_some() {
+        return None;
+    }
+    if !process_selected(cfg, key.tgid) {
+        return None;
+    }
+    track(cfg, pid_tgid, fd, ConnOrigin::Unknown)
+}
+
+#[inline(always)]
+fn is_agent(cfg: &ProbeConfig, pid_tgid: u64) -> bool {
+    (pid_tgid >> 32) as u32 == cfg.agent_tgid
+}
+
+/// Common entry of the read/write family: remember the arguments until the exit tracepoint.
+#[inline(always)]
+fn enter_data(ctx: &TracePointContext, kind: u32, direction: Direction) -> u32 {
+    let cfg = config();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if is_agent(&cfg, pid_tgid) {
+        return 0;
+    }
+    let fd = arg(ctx, 0) as u32;
+    let Some(sk) = traced_sock(&cfg, pid_tgid, fd) else {
+        return 0;
+    };
+    let (ptr, len) = match kind {
+        KIND_NOCOPY => (0, 0),
+        _ => (arg(ctx, 1), arg(ctx, 2)),
+    };
+    let call = InFlight {
+        fd,
+        kind,
+        ptr,
+        len,
+        // SAFETY: helper without preconditions.
+        start_ns: unsafe { bpf_ktime_get_ns() },
+        sock: sk,
+        direction: direction as u8,
+        _pad: [0; 7],
+    };
+    let _ = IN_FLIGHT.insert(&pid_tgid, &call, 0);
+    0
+}
+
+#[tracepoint]
+pub fn tw_enter_read(ctx: TracePointContext) -> u32 {
+    enter_data(&ctx, KIND_BUF, Direction::Ingress)
+}
+
+#[tracepoint]
+pub fn tw_enter_write(ctx: TracePointContext) -> u32 {
+    enter_data(&ctx, KIND_BUF, Direction::Egress)
+}
+
+#[tracepoint]
+pub fn tw_enter_readv(ctx: TracePointContext) -> u32 {
+    enter_data(&ctx, KIND_IOVEC, Direction::Ingress)
+}
+
+#[tracepoint]
+pub fn tw_enter_writev(ctx: TracePointContext) -> u32 {
+    enter_data(&ctx, KIND_IOVEC, Direction::Egress)
+}
+
+#[tracepoint]
+pub fn tw_enter_recvmsg(ctx: TracePointContext) -> u32 {
+    enter_data(&ctx, KIND_MSGHDR, Direction::Ingress)
+}
+
+#[tracepoint]
+pub fn tw_enter_sendmsg(ctx: TracePointContext) -> u32 {
+    enter_data(&ctx, KIND_MSGHDR, Direction::Egress)
+}
+
+/// sendfile/splice move file bytes the agent never sees; their count keeps body framing right.
+#[tracepoint]
+pub fn tw_enter_sendfile(ctx: TracePointContext) -> u32 {
+    enter_data(&ctx, KIND_NOCOPY, Direction::Egress)
+}
+
+/// Copies up to `want` bytes from user memory at `src` into the scratch area at `offset`.
+/// Returns false when the read faulted.
+#[inline(always)]
+fn copy_user(data: *mut u8, offset: u64, src: u64, want: u64) -> bool {
+    let offset = offset & (MAX_CAPTURE as u64 - 1);
+    let mut n = want;
+    if n > MAX_CAPTURE as u64 {
+        n = MAX_CAPTURE as u64;
+    }
+    if n == 0 {
+        return true;
+    }
+    // SAFETY: offset < MAX_CAPTURE and n <= MAX_CAPTURE, and the scratch area is
+    // 2 * MAX_CAPTURE bytes long, so the destination range is inside it; the source is user
+    // memory read through the fault-tolerant helper.
+    let rc = unsafe {
+        generated::bpf_probe_read_user(data.add(offset as usize).cast(), n as u32, src as *const _)
+    };
+    rc == 0
+}
+
+/// Copies the first `limit` bytes described by an iovec array.
+#[inline(always)]
+fn copy_iovecs(data: *mut u8, iov: u64, iovcnt: u64, limit: u64) -> u64 {
+    let mut copied: u64 = 0;
+    let mut i: u64 = 0;
+    while i < MAX_IOV {
+        if i >= iovcnt || copied >= limit {
+            break;
+        }
+        // SAFETY: user memory through the fault-tolerant helper.
+        let Ok(entry) = (unsafe { bpf_probe_read_user((iov + i * 16) as *const [u64; 2]) }) else {
+            count(KernelCounter::ReadFailed);
+            break;
+        };
+        let mut n = entry[1];
+        if n > limit - copied {
+            n = limit - copied;
+        }
+        if !copy_user(data, copied, entry[0], n) {
+            count(KernelCounter::ReadFailed);
+            break;
+        }
+        copied += n & (2 * MAX_CAPTURE as u64 - 1);
+        i += 1;
+    }
+    copied
+}
+
+/// Common exit of the read/write family: one Data record with the bytes actually moved.
+#[tracepoint]
+pub fn tw_exit_data(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: map lookup as above; the value is copied out before the entry is removed.
+    let Some(call) = (unsafe { IN_FLIGHT.get(&pid_tgid) }).copied() else {
+        return 0;
+    };
+    let _ = IN_FLIGHT.remove(&pid_tgid);
+    let moved = ret(&ctx);
+    if moved <= 0 {
+        return 0;
+    }
+    let cfg = config();
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: the per-CPU scratch slot is ours for this program run.
+    let scratch = unsafe { &mut *scratch };
+    let moved = moved as u64;
+    let mut limit = cfg.capture_bytes as u64;
+    if limit > MAX_CAPTURE as u64 {
+        limit = MAX_CAPTURE as u64;
+    }
+    if limit > moved {
+        limit = moved;
+    }
+    let data = scratch.event.data.as_mut_ptr();
+    let captured = match call.kind {
+        KIND_BUF => {
+            if copy_user(data, 0, call.ptr, limit) {
+                limit
+            } else {
+                count(KernelCounter::ReadFailed);
+                0
+            }
+        }
+        KIND_IOVEC => copy_iovecs(data, call.ptr, call.len, limit),
+        KIND_MSGHDR => {
+            // struct user_msghdr: msg_iov at 16, msg_iovlen at 24 (64-bit ABI).
+            // SAFETY: user memory through the fault-tolerant helper.
+            match unsafe { bpf_probe_read_user((call.ptr + 16) as *const [u64; 2]) } {
+                Ok([iov, iovlen]) => copy_iovecs(data, iov, iovlen, limit),
+                Err(_) => 0,
+            }
+        }
+        _ => 0,
+    };
+    let captured = captured & (2 * MAX_CAPTURE as u64 - 1);
+    if captured > MAX_CAPTURE as u64 || captured > moved {
+        return 0;
+    }
+    if captured < moved {
+        count(KernelCounter::Truncated);
+    }
+    let mut head = header(EventKind::Data, pid_tgid, call.fd, call.sock);
+    head.direction = call.direction;
+    head.start_ns = call.start_ns;
+    // SAFETY: helper without preconditions.
+    head.end_ns = unsafe { bpf_ktime_get_ns() };
+    head.total_len = if moved > u32::MAX as u64 {
+        u32::MAX
+    } else {
+        moved as u32
+    };
+    head.captured_len = captured as u32;
+    scratch.event.header = head;
+    let size = core::mem::size_of::<EventHeader>() + captured as usize;
+    // SAFETY: size <= header + MAX_CAPTURE, inside the scratch slot.
+    let record = unsafe {
+        core::slice::from_raw_parts((&raw const scratch.event).cast::<u8>(), size)
+    };
+    if EVENTS.output::<[u8]>(record, wakeup_flag(&cfg)).is_err() {
+        count(KernelCounter::RingFull);
+    } else {
+        count(KernelCounter::DataEvents);
+    }
+    0
+}
+
+/// accept/accept4 exit: the returned fd is the server side of a new connection.
+#[tracepoint]
+pub fn tw_exit_accept(ctx: TracePointContext) -> u32 {
+    let cfg = config();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if is_agent(&cfg, pid_tgid) {
+        return 0;
+    }
+    let fd = ret(&ctx);
+    if fd < 0 || !process_selected(&cfg, (pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    let _ = track(&cfg, pid_tgid, fd as u32, ConnOrigin::Accepted);
+    0
+}
+
+#[tracepoint]
+pub fn tw_enter_connect(ctx: TracePointContext) -> u32 {
+    let cfg = config();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if is_agent(&cfg, pid_tgid) || !process_selected(&cfg, (pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    let call = InFlight {
+        fd: arg(&ctx, 0) as u32,
+        kind: KIND_CONNECT,
+        ptr: 0,
+        len: 0,
+        start_ns: 0,
+        sock: 0,
+        direction: 0,
+        _pad: [0; 7],
+    };
+    let _ = IN_FLIGHT.insert(&pid_tgid, &call, 0);
+    0
+}
+
+/// connect exit: the fd is the client side of a new connection (non-blocking sockets return
+/// EINPROGRESS; the local port is already bound then).
+#[tracepoint]
+pub fn tw_exit_connect(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: map lookup as above.
+    let Some(call) = (unsafe { IN_FLIGHT.get(&pid_tgid) }).copied() else {
+        return 0;
+    };
+    let _ = IN_FLIGHT.remove(&pid_tgid);
+    let rc = ret(&ctx);
+    if call.kind != KIND_CONNECT || (rc != 0 && rc != -EINPROGRESS) {
+        return 0;
+    }
+    let cfg = config();
+    let _ = track(&cfg, pid_tgid, call.fd, ConnOrigin::Connected);
+    0
+}
+
+#[tracepoint]
+pub fn tw_enter_close(ctx: TracePointContext) -> u32 {
+    let cfg = config();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if is_agent(&cfg, pid_tgid) {
+        return 0;
+    }
+    let key = FdKey {
+        tgid: (pid_tgid >> 32) as u32,
+        fd: arg(&ctx, 0) as u32,
+    };
+    let _ = IGNORED.remove(&key);
+    // SAFETY: map lookup as above.
+    let Some(info) = (unsafe { SOCKETS.get(&key) }).copied() else {
+        return 0;
+    };
+    let _ = SOCKETS.remove(&key);
+    let mut event = header(EventKind::ConnClose, pid_tgid, key.fd, info.sock);
+    // SAFETY: helper without preconditions.
+    event.start_ns = unsafe { bpf_ktime_get_ns() };
+    event.end_ns = event.start_ns;
+    if EVENTS.output::<EventHeader>(&event, wakeup_flag(&cfg)).is_err() {
+        count(KernelCounter::RingFull);
+    }
+    0
+}
+

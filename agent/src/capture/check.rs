@@ -1,0 +1,180 @@
+//! `tracewire check`: which capture paths this host supports, and whether the agent can run.
+use std::path::Path;
+
+use aya::{
+    maps::MapType,
+    programs::ProgramType,
+    sys::{is_map_supported, is_program_supported},
+};
+
+use super::{CaptureConfig, TRACEFS, ensure_tracefs, offsets};
+
+/// One line of the report.
+#[derive(Debug, Clone)]
+pub struct Finding {
+    pub name: &'static str,
+    pub ok: bool,
+    /// Required by the agent as it runs today (a failure means it cannot run).
+    pub required: bool,
+    pub detail: String,
+}
+
+/// An error with its causes, `a: b: c`, so that the kernel's own errno reaches the operator.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let text = e.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = e.source();
+    }
+    s
+}
+
+fn finding(name: &'static str, required: bool, result: Result<String, String>) -> Finding {
+    match result {
+        Ok(detail) => Finding {
+            name,
+            ok: true,
+            required,
+            detail,
+        },
+        Err(detail) => Finding {
+            name,
+            ok: false,
+            required,
+            detail,
+        },
+    }
+}
+
+fn pmu(name: &str) -> Result<String, String> {
+    let path = format!("/sys/bus/event_source/devices/{name}/type");
+    if Path::new(&path).exists() {
+        Ok(format!("{path} present"))
+    } else {
+        Err(format!("no {name} PMU ({path} missing)"))
+    }
+}
+
+fn prog(t: ProgramType) -> Result<String, String> {
+    match is_program_supported(t) {
+        Ok(true) => Ok("program type loads".into()),
+        Ok(false) => Err("program type not supported by this kernel".into()),
+        Err(e) => Err(format!("probe failed: {e}")),
+    }
+}
+
+/// Effective capabilities of this process, from /proc/self/status.
+fn capabilities() -> Result<String, String> {
+    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .ok_or("no CapEff in /proc/self/status")?;
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let has = |c: u32| eff & (1 << c) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        Ok(format!("CapEff={eff:#x}"))
+    } else {
+        Err(format!(
+            "CapEff={eff:#x}: needs CAP_SYS_ADMIN, or CAP_BPF + CAP_PERFMON; run as root"
+        ))
+    }
+}
+
+fn cgroup2_mount() -> Result<String, String> {
+    let mounts = std::fs::read_to_string("/proc/mounts").map_err(|e| e.to_string())?;
+    mounts
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_dev, dir, fstype) = (f.next()?, f.next()?, f.next()?);
+            (fstype == "cgroup2").then(|| format!("mounted at {dir}"))
+        })
+        .ok_or_else(|| "no cgroup2 mount (needed for --cgroup and sock_ops)".to_string())
+}
+
+fn lockdown() -> String {
+    std::fs::read_to_string("/sys/kernel/security/lockdown")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Runs every check. The last one really loads and attaches the agent's programs.
+pub fn run(capture: &CaptureConfig) -> Vec<Finding> {
+    let mut out = vec![
+        finding("capabilities", true, capabilities()),
+        finding(
+            "tracefs",
+            true,
+            ensure_tracefs()
+                .map(|()| format!("{TRACEFS}/events present"))
+                .map_err(|e| e.to_string()),
+        ),
+        finding(
+            "syscall tracepoints",
+            true,
+            if Path::new(TRACEFS)
+                .join("events/syscalls/sys_enter_read")
+                .exists()
+            {
+                Ok("syscalls:sys_enter_read present".into())
+            } else {
+                Err("no syscalls:* tracepoints (CONFIG_FTRACE_SYSCALLS)".into())
+            },
+        ),
+        finding(
+            "BTF",
+            true,
+            offsets::resolve(offsets::VMLINUX_BTF)
+                .map(|_| format!("{} resolves every offset", offsets::VMLINUX_BTF))
+                .map_err(|e| e.to_string()),
+        ),
+        finding(
+            "ring buffer",
+            true,
+            match is_map_supported(MapType::RingBuf) {
+                Ok(true) => Ok("BPF_MAP_TYPE_RINGBUF".into()),
+                Ok(false) => Err("no BPF ring buffer (kernel < 5.8)".into()),
+                Err(e) => Err(format!("probe failed: {e}")),
+            },
+        ),
+        finding("raw tracepoints", false, prog(ProgramType::RawTracePoint)),
+        finding(
+            "uprobes",
+            false,
+            pmu("uprobe").and_then(|p| prog(ProgramType::KProbe).map(|_| p)),
+        ),
+        finding(
+            "kprobes",
+            false,
+            pmu("kprobe").and_then(|p| prog(ProgramType::KProbe).map(|_| p)),
+        ),
+        finding(
+            "fentry/fexit",
+            false,
+            prog(ProgramType::Tracing).map(|d| format!("{d} (lockdown: {})", lockdown())),
+        ),
+        finding("sock_ops", false, prog(ProgramType::SockOps)),
+        finding("sk_msg", false, prog(ProgramType::SkMsg)),
+        finding("cgroup v2", false, cgroup2_mount()),
+    ];
+    out.push(finding(
+        "agent programs",
+        true,
+        super::Capture::start(capture)
+            .map(|c| {
+                drop(c);
+                "loaded, attached and detached every tracepoint program".to_string()
+            })
+            .map_err(|e| chain(&e)),
+    ));
+    out
+}

@@ -1,0 +1,220 @@
+//! Decoding of ring-buffer records into owned events. Records come from our own kernel
+//! programs, but are still length-checked: a short record is counted and skipped.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use agent_common::{ConnOpenEvent, ConnOrigin, Direction, EventHeader, EventKind};
+use bytes::Bytes;
+
+/// A connection, as the kernel names it for one process: the `struct sock` address is unique
+/// while the socket lives, the tgid keeps two processes sharing a socket apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    pub tgid: u32,
+    pub sock: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct ConnOpen {
+    pub key: ConnKey,
+    pub fd: u32,
+    pub origin: ConnOrigin,
+    pub ts_ns: u64,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// The calling thread's name, kept for processes gone before /proc is read.
+    pub comm: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct DataChunk {
+    pub key: ConnKey,
+    pub tid: u32,
+    pub direction: Direction,
+    /// CLOCK_MONOTONIC at syscall entry and exit.
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// Bytes the syscall moved; `payload` is the captured prefix of them.
+    pub total_len: u32,
+    pub payload: Bytes,
+}
+
+impl DataChunk {
+    /// Bytes moved but not captured (the capture size cut them).
+    pub fn gap(&self) -> u64 {
+        u64::from(self.total_len).saturating_sub(self.payload.len() as u64)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum CaptureEvent {
+    Open(ConnOpen),
+    Data(DataChunk),
+    Close { key: ConnKey, ts_ns: u64 },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {len} bytes is shorter than its header")]
+    Short { len: usize },
+    #[error("unknown record kind {kind}")]
+    UnknownKind { kind: u8 },
+}
+
+fn read_pod<T: Copy>(record: &[u8]) -> Option<T> {
+    if record.len() < size_of::<T>() {
+        return None;
+    }
+    // SAFETY: the length was checked; T is a repr(C) plain-old-data type from agent-common for
+    // which every bit pattern is valid; read_unaligned copes with the ring's 8-byte alignment.
+    Some(unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<T>()) })
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(record: &[u8]) -> Result<CaptureEvent, DecodeError> {
+    let short = || DecodeError::Short { len: record.len() };
+    let header: EventHeader = read_pod(record).ok_or_else(short)?;
+    let key = ConnKey {
+        tgid: header.tgid,
+        sock: header.sock,
+    };
+    match header.kind {
+        k if k == EventKind::ConnOpen as u8 => {
+            let open: ConnOpenEvent = read_pod(record).ok_or_else(short)?;
+            let t = open.tuple;
+            let origin = match header.origin {
+                o if o == ConnOrigin::Accepted as u8 => ConnOrigin::Accepted,
+                o if o == ConnOrigin::Connected as u8 => ConnOrigin::Connected,
+                _ => ConnOrigin::Unknown,
+            };
+            let comm_len = open.comm.iter().position(|b| *b == 0).unwrap_or(16);
+            Ok(CaptureEvent::Open(ConnOpen {
+                key,
+                fd: header.fd,
+                origin,
+                ts_ns: header.start_ns,
+                local: socket_addr(t.family, t.local_addr, t.local_port),
+                remote: socket_addr(t.family, t.remote_addr, t.remote_port),
+                comm: String::from_utf8_lossy(&open.comm[..comm_len]).into_owned(),
+            }))
+        }
+        k if k == EventKind::Data as u8 => {
+            let start = size_of::<EventHeader>();
+            let end = start
+                .checked_add(header.captured_len as usize)
+                .ok_or_else(short)?;
+            let payload = record.get(start..end).ok_or_else(short)?;
+            Ok(CaptureEvent::Data(DataChunk {
+                key,
+                tid: header.tid,
+                direction: if header.direction == Direction::Egress as u8 {
+                    Direction::Egress
+                } else {
+                    Direction::Ingress
+                },
+                start_ns: header.start_ns,
+                end_ns: header.end_ns,
+                total_len: header.total_len.max(header.captured_len),
+                payload: Bytes::copy_from_slice(payload),
+            }))
+        }
+        k if k == EventKind::ConnClose as u8 => Ok(CaptureEvent::Close {
+            key,
+            ts_ns: header.start_ns,
+        }),
+        kind => Err(DecodeError::UnknownKind { kind }),
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (a dual-stack listener accepting IPv4) are shown as IPv4, as
+/// every other tool shows them.
+fn socket_addr(family: u16, addr: [u8; 16], port: u16) -> SocketAddr {
+    let ip = if family == libc::AF_INET6 as u16 {
+        let v6 = Ipv6Addr::from(addr);
+        match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        }
+    } else {
+        IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))
+    };
+    SocketAddr::new(ip, port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agent_common::ConnTuple;
+
+    fn header(kind: EventKind, captured: u32) -> EventHeader {
+        EventHeader {
+            kind: kind as u8,
+            direction: Direction::Egress as u8,
+            origin: ConnOrigin::Accepted as u8,
+            _pad: 0,
+            tgid: 42,
+            tid: 43,
+            fd: 5,
+            sock: 0xffff_8880_0000_1000,
+            start_ns: 10,
+            end_ns: 20,
+            total_len: 100,
+            captured_len: captured,
+        }
+    }
+
+    fn bytes_of<T>(v: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a repr(C) POD value for the test.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
+            .to_vec()
+    }
+
+    #[test]
+    fn decodes_data_with_gap() {
+        let mut rec = bytes_of(&header(EventKind::Data, 3));
+        rec.extend_from_slice(b"GET");
+        let CaptureEvent::Data(d) = decode(&rec).expect("decodes") else {
+            panic!("not data")
+        };
+        assert_eq!(&d.payload[..], b"GET");
+        assert_eq!(d.gap(), 97);
+        assert_eq!(d.direction, Direction::Egress);
+        assert_eq!(d.key.tgid, 42);
+    }
+
+    #[test]
+    fn rejects_short_records() {
+        let rec = bytes_of(&header(EventKind::Data, 50));
+        assert!(matches!(decode(&rec), Err(DecodeError::Short { .. })));
+        assert!(matches!(decode(&rec[..10]), Err(DecodeError::Short { .. })));
+        let mut bad = rec.clone();
+        bad[0] = 99;
+        assert_eq!(decode(&bad).err(), Some(DecodeError::UnknownKind { kind: 99 }));
+    }
+
+    #[test]
+    fn decodes_open_and_maps_v4_in_v6() {
+        let mut local = [0u8; 16];
+        local[10] = 0xff;
+        local[11] = 0xff;
+        local[12..].copy_from_slice(&[127, 0, 0, 1]);
+        let ev = ConnOpenEvent {
+            header: header(EventKind::ConnOpen, 0),
+            tuple: ConnTuple {
+                family: libc::AF_INET6 as u16,
+                local_port: 8080,
+                remote_port: 5555,
+                _pad: 0,
+                local_addr: local,
+                remote_addr: Ipv6Addr::LOCALHOST.octets(),
+            },
+            comm: *b"python3\0\0\0\0\0\0\0\0\0",
+        };
+        let CaptureEvent::Open(o) = decode(&bytes_of(&ev)).expect("decodes") else {
+            panic!("not open")
+        };
+        assert_eq!(o.local, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(o.remote, "[::1]:5555".parse().expect("addr"));
+        assert_eq!(o.comm, "python3");
+        assert_eq!(o.origin, ConnOrigin::Accepted);
+    }
+}

@@ -1,0 +1,424 @@
+//! Capture: load and attach the kernel programs, then drain their ring buffer into decoded
+//! events for reassembly.
+//!
+//! Needs: syscall tracepoints (tracefs, kernel >= 4.7), BPF ring buffer (>= 5.8), BTF
+//! (>= 5.4 with CONFIG_DEBUG_INFO_BTF), bpf_probe_read_{user,kernel} (>= 5.5),
+//! bpf_get_current_cgroup_id (>= 4.18). No kprobes, no fentry.
+pub mod check;
+pub mod event;
+pub mod offsets;
+pub mod process;
+
+use std::{os::fd::AsRawFd, path::Path, time::Duration};
+
+use agent_common::{
+    KERNEL_COUNTERS, KernelCounter, MAX_CAPTURE, ProbeConfig, SELECT_CGROUP, SELECT_PID,
+    SELECT_PORT,
+};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+};
+use tokio::{
+    io::unix::AsyncFd,
+    sync::{mpsc, watch},
+};
+
+pub use event::{CaptureEvent, ConnKey};
+
+use crate::telemetry::{Drop, TELEMETRY};
+
+/// The compiled kernel programs, built by build.rs.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
+
+pub const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Each program and the syscall tracepoints it is attached to.
+const ATTACHMENTS: &[(&str, &[&str])] = &[
+    ("tw_enter_read", &["sys_enter_read", "sys_enter_recvfrom"]),
+    ("tw_enter_write", &["sys_enter_write", "sys_enter_sendto"]),
+    ("tw_enter_readv", &["sys_enter_readv"]),
+    ("tw_enter_writev", &["sys_enter_writev"]),
+    ("tw_enter_recvmsg", &["sys_enter_recvmsg"]),
+    ("tw_enter_sendmsg", &["sys_enter_sendmsg"]),
+    ("tw_enter_sendfile", &["sys_enter_sendfile64"]),
+    (
+        "tw_exit_data",
+        &[
+            "sys_exit_read",
+            "sys_exit_recvfrom",
+            "sys_exit_write",
+            "sys_exit_sendto",
+            "sys_exit_readv",
+            "sys_exit_writev",
+            "sys_exit_recvmsg",
+            "sys_exit_sendmsg",
+            "sys_exit_sendfile64",
+        ],
+    ),
+    ("tw_exit_accept", &["sys_exit_accept", "sys_exit_accept4"]),
+    ("tw_enter_connect", &["sys_enter_connect"]),
+    ("tw_exit_connect", &["sys_exit_connect"]),
+    ("tw_enter_close", &["sys_enter_close"]),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error(
+        "tracefs is not mounted at {TRACEFS} and mounting it failed: {source}; run as root or \
+         mount it: `mount -t tracefs nodev {TRACEFS}`"
+    )]
+    Tracefs {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Offsets(#[from] offsets::OffsetError),
+    #[error(
+        "loading the kernel programs failed: {source}; run `tracewire check` to see what this \
+         kernel supports (root or CAP_BPF+CAP_PERFMON is needed)"
+    )]
+    Load {
+        #[source]
+        source: aya::EbpfError,
+    },
+    #[error("kernel program {name} is missing from the embedded object (build problem)")]
+    MissingProgram { name: &'static str },
+    #[error("kernel map {name} is missing from the embedded object (build problem)")]
+    MissingMap { name: &'static str },
+    #[error("loading program {name} failed: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error(
+        "attaching {name} to tracepoint syscalls/{tracepoint} failed: {source}; is tracefs \
+         mounted and the kernel built with CONFIG_FTRACE_SYSCALLS?"
+    )]
+    Attach {
+        name: &'static str,
+        tracepoint: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("cannot watch the ring buffer: {source}")]
+    Poll {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cgroup {path}: {source}; give a cgroup v2 directory (e.g. under /sys/fs/cgroup)")]
+    Cgroup {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What to capture and with which bounds.
+#[derive(Clone, Debug)]
+pub struct CaptureConfig {
+    pub capture_bytes: u32,
+    pub ring_buffer_bytes: u32,
+    pub max_connections: u32,
+    pub pids: Vec<u32>,
+    pub cgroups: Vec<std::path::PathBuf>,
+    pub ports: Vec<u16>,
+    /// Drain period of the ring buffer when nothing woke the reader.
+    pub drain_interval: Duration,
+}
+
+/// Loaded and attached kernel programs. Dropping it detaches and unloads everything.
+pub struct Capture {
+    ebpf: Ebpf,
+    ring: RingBuf<MapData>,
+    drain_interval: Duration,
+}
+
+/// Mounts tracefs where the tracepoint attach code looks for it, if it is not there.
+pub fn ensure_tracefs() -> Result<(), CaptureError> {
+    if Path::new(TRACEFS).join("events").is_dir() {
+        return Ok(());
+    }
+    let target = std::ffi::CString::new(TRACEFS).map_err(|e| CaptureError::Tracefs {
+        source: std::io::Error::other(e),
+    })?;
+    // SAFETY: plain mount(2) with NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::mount(
+            c"nodev".as_ptr(),
+            target.as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(CaptureError::Tracefs {
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    tracing::info!("mounted tracefs at {TRACEFS}");
+    Ok(())
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones use memory cgroups.
+fn raise_memlock() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::warn!(
+            "could not raise RLIMIT_MEMLOCK ({}); fine on kernels >= 5.11, older kernels may \
+             refuse to create maps",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+impl Capture {
+    /// Loads the kernel programs, attaches every tracepoint and fills the selection maps.
+    pub fn start(cfg: &CaptureConfig) -> Result<Self, CaptureError> {
+        ensure_tracefs()?;
+        raise_memlock();
+        let offsets = offsets::resolve(offsets::VMLINUX_BTF)?;
+        let mut select = 0;
+        if !cfg.pids.is_empty() {
+            select |= SELECT_PID;
+        }
+        if !cfg.cgroups.is_empty() {
+            select |= SELECT_CGROUP;
+        }
+        if !cfg.ports.is_empty() {
+            select |= SELECT_PORT;
+        }
+        let ring_bytes = cfg.ring_buffer_bytes.next_power_of_two().max(1 << 16);
+        let probe_config = ProbeConfig {
+            agent_tgid: std::process::id(),
+            capture_bytes: cfg.capture_bytes.min(MAX_CAPTURE as u32),
+            select,
+            wakeup_bytes: ring_bytes / 4,
+            offsets,
+        };
+        let max_conns = cfg.max_connections.max(1024);
+        let mut ebpf = EbpfLoader::new()
+            .override_global("CONFIG", &probe_config, true)
+            .map_max_entries("EVENTS", ring_bytes)
+            .map_max_entries("SOCKETS", max_conns)
+            .map_max_entries("IGNORED", max_conns)
+            .load(EBPF_OBJECT)
+            .map_err(|source| CaptureError::Load { source })?;
+        fill_selection(&mut ebpf, cfg)?;
+        for (name, tracepoints) in ATTACHMENTS {
+            let program: &mut TracePoint = ebpf
+                .program_mut(name)
+                .ok_or(CaptureError::MissingProgram { name })?
+                .try_into()
+                .map_err(|source| CaptureError::Program { name, source })?;
+            program
+                .load()
+                .map_err(|source| CaptureError::Program { name, source })?;
+            for tracepoint in *tracepoints {
+                program
+                    .attach("syscalls", tracepoint)
+                    .map_err(|source| CaptureError::Attach {
+                        name,
+                        tracepoint,
+                        source,
+                    })?;
+            }
+        }
+        let ring = ebpf
+            .take_map("EVENTS")
+            .ok_or(CaptureError::MissingMap { name: "EVENTS" })?;
+        let ring = RingBuf::try_from(ring).map_err(|source| CaptureError::Map {
+            name: "EVENTS",
+            source,
+        })?;
+        tracing::info!(
+            capture_bytes = probe_config.capture_bytes,
+            ring_buffer_bytes = ring_bytes,
+            max_connections = max_conns,
+            "attached {} syscall tracepoints",
+            ATTACHMENTS.iter().map(|(_, t)| t.len()).sum::<usize>()
+        );
+        Ok(Capture {
+            ebpf,
+            ring,
+            drain_interval: cfg.drain_interval,
+        })
+    }
+
+    /// Drains the ring buffer into `events` until `shutdown` flips. Records arrive without
+    /// wakeups while the buffer is under a quarter full, so the reader also drains on a timer.
+    pub async fn run(
+        self,
+        events: mpsc::Sender<CaptureEvent>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), CaptureError> {
+        let Capture {
+            ebpf,
+            ring,
+            drain_interval,
+        } = self;
+        // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long
+        // as the RingBuf lives, and the AsyncFd owns the RingBuf.
+        let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| CaptureError::Poll { source: e.into() })?;
+        let mut tick = tokio::time::interval(drain_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let counters = CounterReader { ebpf: &ebpf };
+        let mut ticks: u64 = 0;
+        loop {
+            tokio::select! {
+                guard = ring.readable_mut() => {
+                    let mut guard = guard.map_err(|source| CaptureError::Poll { source })?;
+                    drain(guard.get_inner_mut(), &events);
+                    guard.clear_ready();
+                }
+                _ = tick.tick() => {
+                    drain(ring.get_mut(), &events);
+                    ticks = ticks.wrapping_add(1);
+                    if ticks % 64 == 0 {
+                        TELEMETRY.set_kernel_ring_full(counters.get(KernelCounter::RingFull));
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+        // A last drain so that what the kernel already sent is not lost on shutdown.
+        drain(ring.get_mut(), &events);
+        TELEMETRY.set_kernel_ring_full(counters.get(KernelCounter::RingFull));
+        tracing::debug!(fd = ring.get_ref().as_raw_fd(), "capture stopped");
+        drop(ring);
+        drop(ebpf);
+        Ok(())
+    }
+}
+
+struct CounterReader<'a> {
+    ebpf: &'a Ebpf,
+}
+
+impl CounterReader<'_> {
+    fn get(&self, counter: KernelCounter) -> u64 {
+        let Some(map) = self.ebpf.map("COUNTERS") else {
+            return 0;
+        };
+        let Ok(array) = PerCpuArray::<_, u64>::try_from(map) else {
+            return 0;
+        };
+        array
+            .get(&(counter as u32), 0)
+            .map(|values| values.iter().sum())
+            .unwrap_or(0)
+    }
+}
+
+const _: () = assert!((KernelCounter::ConnsOpened as u32) < KERNEL_COUNTERS);
+
+fn drain(ring: &mut RingBuf<MapData>, events: &mpsc::Sender<CaptureEvent>) {
+    while let Some(record) = ring.next() {
+        match event::decode(&record) {
+            Ok(ev) => {
+                match &ev {
+                    CaptureEvent::Open(_) => &TELEMETRY.events_open,
+                    CaptureEvent::Data(d) => {
+                        TELEMETRY
+                            .bytes_seen
+                            .fetch_add(u64::from(d.total_len), std::sync::atomic::Ordering::Relaxed);
+                        TELEMETRY.bytes_captured.fetch_add(
+                            d.payload.len() as u64,
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                        &TELEMETRY.events_data
+                    }
+                    CaptureEvent::Close { .. } => &TELEMETRY.events_close,
+                }
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if events.try_send(ev).is_err() {
+                    TELEMETRY.drop(Drop::EventQueueFull);
+                }
+            }
+            Err(err) => {
+                tracing::debug!(%err, "skipping ring-buffer record");
+                TELEMETRY.drop(Drop::MalformedRecord);
+            }
+        }
+    }
+}
+
+fn fill_selection(ebpf: &mut Ebpf, cfg: &CaptureConfig) -> Result<(), CaptureError> {
+    fn map<'a, K: aya::Pod, V: aya::Pod>(
+        ebpf: &'a mut Ebpf,
+        name: &'static str,
+    ) -> Result<BpfHashMap<&'a mut MapData, K, V>, CaptureError> {
+        let m = ebpf
+            .map_mut(name)
+            .ok_or(CaptureError::MissingMap { name })?;
+        BpfHashMap::try_from(m).map_err(|source| CaptureError::Map { name, source })
+    }
+    {
+        let mut pids = map::<u32, u8>(ebpf, "SELECT_PIDS")?;
+        for pid in &cfg.pids {
+            pids.insert(pid, 1, 0).map_err(|source| CaptureError::Map {
+                name: "SELECT_PIDS",
+                source,
+            })?;
+        }
+    }
+    {
+        let mut ports = map::<u16, u8>(ebpf, "SELECT_PORTS")?;
+        for port in &cfg.ports {
+            ports.insert(port, 1, 0).map_err(|source| CaptureError::Map {
+                name: "SELECT_PORTS",
+                source,
+            })?;
+        }
+    }
+    let mut cgroups = map::<u64, u8>(ebpf, "SELECT_CGROUPS")?;
+    for dir in &cfg.cgroups {
+        for id in cgroup_ids(dir)? {
+            cgroups.insert(id, 1, 0).map_err(|source| CaptureError::Map {
+                name: "SELECT_CGROUPS",
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// A cgroup v2 id is its directory's inode number; a selected cgroup includes its descendants
+/// that exist when the agent starts.
+fn cgroup_ids(dir: &Path) -> Result<Vec<u64>, CaptureError> {
+    use std::os::unix::fs::MetadataExt;
+    let err = |source| CaptureError::Cgroup {
+        path: dir.display().to_string(),
+        source,
+    };
+    let mut ids = vec![std::fs::metadata(dir).map_err(err)?.ino()];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) && ids.len() < 4096 {
+                if let Ok(meta) = entry.metadata() {
+                    ids.push(meta.ino());
+                }
+                stack.push(entry.path());
+            }
+        }
+    }
+    Ok(ids)
+}

@@ -1,0 +1,154 @@
+//! Who a process is, from /proc: the resource its spans carry. Read once per process (on its
+//! first connection) and cached with a bound; a process already gone falls back to the thread
+//! name the kernel recorded.
+use std::{collections::HashMap, sync::Arc};
+
+/// The resource of one traced process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    /// `OTEL_SERVICE_NAME` (or `service.name` in `OTEL_RESOURCE_ATTRIBUTES`) from the process's
+    /// environment, else the executable's name.
+    pub service_name: String,
+    pub executable_name: String,
+    pub executable_path: Option<String>,
+    /// Only with `--export-command-line`: command lines hold secrets too.
+    pub command_line: Option<String>,
+}
+
+/// Bounded cache of [`ProcessInfo`] by pid.
+pub struct ProcessCache {
+    entries: HashMap<u32, Arc<ProcessInfo>>,
+    capacity: usize,
+    with_command_line: bool,
+}
+
+impl ProcessCache {
+    pub fn new(capacity: usize, with_command_line: bool) -> Self {
+        ProcessCache {
+            entries: HashMap::new(),
+            capacity: capacity.max(1),
+            with_command_line,
+        }
+    }
+
+    /// The process's resource, reading /proc on first sight.
+    pub fn get(&mut self, pid: u32, comm: &str) -> Arc<ProcessInfo> {
+        if let Some(info) = self.entries.get(&pid) {
+            return Arc::clone(info);
+        }
+        if self.entries.len() >= self.capacity {
+            // Rare (more live traced processes than the bound): start over rather than track
+            // recency on the hot path.
+            self.entries.clear();
+        }
+        let info = Arc::new(load(pid, comm, self.with_command_line));
+        self.entries.insert(pid, Arc::clone(&info));
+        info
+    }
+
+    /// Forgets a process whose last connection is gone (the pid may be reused).
+    pub fn forget(&mut self, pid: u32) {
+        self.entries.remove(&pid);
+    }
+}
+
+fn load(pid: u32, comm: &str, with_command_line: bool) -> ProcessInfo {
+    let proc_ = procfs::process::Process::new(pid as i32).ok();
+    let exe = proc_.as_ref().and_then(|p| p.exe().ok());
+    let executable_name = exe
+        .as_ref()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| comm.to_string());
+    let env_service = proc_
+        .as_ref()
+        .and_then(|p| p.environ().ok())
+        .and_then(|env| service_name_from_env(&env));
+    let command_line = if with_command_line {
+        proc_
+            .as_ref()
+            .and_then(|p| p.cmdline().ok())
+            .map(|args| args.join(" "))
+    } else {
+        None
+    };
+    ProcessInfo {
+        pid,
+        service_name: env_service.unwrap_or_else(|| executable_name.clone()),
+        executable_name,
+        executable_path: exe.map(|p| p.to_string_lossy().into_owned()),
+        command_line,
+    }
+}
+
+/// `OTEL_SERVICE_NAME` wins over `service.name` in `OTEL_RESOURCE_ATTRIBUTES`, as in the SDKs.
+fn service_name_from_env(
+    env: &HashMap<std::ffi::OsString, std::ffi::OsString>,
+) -> Option<String> {
+    let get = |k: &str| {
+        env.get(std::ffi::OsStr::new(k))
+            .map(|v| v.to_string_lossy().trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    if let Some(name) = get("OTEL_SERVICE_NAME") {
+        return Some(name);
+    }
+    get("OTEL_RESOURCE_ATTRIBUTES").and_then(|attrs| {
+        attrs.split(',').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k.trim() == "service.name" && !v.trim().is_empty()).then(|| v.trim().to_string())
+        })
+    })
+}
+
+/// This host's name, for `host.name`.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<std::ffi::OsString, std::ffi::OsString> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
+    }
+
+    #[test]
+    fn service_name_precedence() {
+        assert_eq!(
+            service_name_from_env(&env(&[
+                ("OTEL_RESOURCE_ATTRIBUTES", "a=b,service.name=from-attrs"),
+                ("OTEL_SERVICE_NAME", "from-name"),
+            ])),
+            Some("from-name".into())
+        );
+        assert_eq!(
+            service_name_from_env(&env(&[(
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "a=b, service.name = from-attrs"
+            )])),
+            Some("from-attrs".into())
+        );
+        assert_eq!(service_name_from_env(&env(&[("OTEL_SERVICE_NAME", " ")])), None);
+    }
+
+    #[test]
+    fn reads_own_process_and_falls_back_to_comm() {
+        let mut cache = ProcessCache::new(2, false);
+        let me = cache.get(std::process::id(), "x");
+        assert_eq!(me.pid, std::process::id());
+        assert!(!me.executable_name.is_empty());
+        assert!(me.command_line.is_none());
+        // A pid that cannot exist: the kernel's thread name is all there is.
+        let gone = cache.get(u32::MAX - 1, "curl");
+        assert_eq!(gone.service_name, "curl");
+        assert_eq!(gone.executable_name, "curl");
+    }
+}

@@ -1,0 +1,208 @@
+//! OTLP export through `opentelemetry-otlp`: its exporters take span data with the ids and
+//! timestamps the agent computed. The endpoint, headers, timeout and TLS come from the standard
+//! `OTEL_EXPORTER_OTLP_*` variables, which the exporter reads itself.
+//!
+//! Every traced process is its own resource, while an exporter carries one resource: a batch
+//! is split by process and each part sent with `set_resource` first.
+use std::{
+    borrow::Cow,
+    collections::HashMap,
+    time::{Duration, UNIX_EPOCH},
+};
+
+use opentelemetry::{
+    InstrumentationScope, KeyValue,
+    trace::{SpanContext, SpanId, SpanKind as OtelKind, Status as OtelStatus, TraceFlags, TraceId, TraceState},
+};
+use opentelemetry_otlp::{Protocol, WithExportConfig as _};
+use opentelemetry_sdk::{
+    Resource,
+    trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks},
+};
+
+use crate::span::{AttrValue, Span, SpanKind, Status, semconv as sc};
+
+/// Which OTLP transport, from `OTEL_EXPORTER_OTLP_PROTOCOL` (or its traces-specific variant).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Grpc,
+    HttpProtobuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OtlpError {
+    #[error(
+        "OTEL_EXPORTER_OTLP_PROTOCOL={value} is not supported; use grpc or http/protobuf"
+    )]
+    Protocol { value: String },
+    #[error("building the OTLP exporter failed: {source}; check OTEL_EXPORTER_OTLP_ENDPOINT and OTEL_EXPORTER_OTLP_HEADERS")]
+    Build {
+        #[source]
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
+}
+
+impl Transport {
+    pub fn from_env() -> Result<Self, OtlpError> {
+        let value = std::env::var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL"))
+            .unwrap_or_else(|_| "grpc".to_string());
+        match value.trim() {
+            "grpc" | "" => Ok(Transport::Grpc),
+            "http/protobuf" => Ok(Transport::HttpProtobuf),
+            other => Err(OtlpError::Protocol {
+                value: other.to_string(),
+            }),
+        }
+    }
+}
+
+/// Is a collector configured through the environment?
+pub fn endpoint_configured() -> bool {
+    ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+        .iter()
+        .any(|k| std::env::var(k).is_ok_and(|v| !v.trim().is_empty()))
+}
+
+pub struct OtlpSink {
+    exporter: opentelemetry_otlp::SpanExporter,
+    scope: InstrumentationScope,
+    host_name: String,
+    resources: HashMap<(u32, String), Resource>,
+}
+
+const MAX_RESOURCES: usize = 4096;
+
+impl OtlpSink {
+    /// Builds the exporter. Must run inside the tokio runtime (the gRPC channel needs it).
+    pub fn new(transport: Transport, host_name: String) -> Result<Self, OtlpError> {
+        let exporter = match transport {
+            Transport::Grpc => opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .build(),
+            Transport::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(Protocol::HttpBinary)
+                .build(),
+        }
+        .map_err(|source| OtlpError::Build { source })?;
+        Ok(OtlpSink {
+            exporter,
+            scope: InstrumentationScope::builder("tracewire")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
+            host_name,
+            resources: HashMap::new(),
+        })
+    }
+
+    fn resource(&mut self, span: &Span) -> Resource {
+        let p = &span.process;
+        let key = (p.pid, p.service_name.clone());
+        if let Some(r) = self.resources.get(&key) {
+            return r.clone();
+        }
+        if self.resources.len() >= MAX_RESOURCES {
+            self.resources.clear();
+        }
+        let r = resource_of(span, &self.host_name);
+        self.resources.insert(key, r.clone());
+        r
+    }
+
+    pub async fn export(&mut self, batch: Vec<Span>) -> Result<(), String> {
+        let mut by_process: Vec<(Resource, Vec<SpanData>)> = Vec::new();
+        let mut index: HashMap<(u32, &str), usize> = HashMap::new();
+        let mut resources = Vec::with_capacity(batch.len());
+        for span in &batch {
+            resources.push(self.resource(span));
+        }
+        for (span, resource) in batch.iter().zip(resources) {
+            let key = (span.process.pid, span.process.service_name.as_str());
+            let slot = *index.entry(key).or_insert_with(|| {
+                by_process.push((resource, Vec::new()));
+                by_process.len() - 1
+            });
+            if let Some((_, spans)) = by_process.get_mut(slot) {
+                spans.push(span_data(span, &self.scope));
+            }
+        }
+        let mut first_error = None;
+        for (resource, spans) in by_process {
+            self.exporter.set_resource(&resource);
+            if let Err(e) = self.exporter.export(spans).await {
+                first_error.get_or_insert(e.to_string());
+            }
+        }
+        match first_error {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+
+    pub fn shutdown(&self) {
+        let _ = self.exporter.shutdown_with_timeout(Duration::from_secs(5));
+    }
+}
+
+fn resource_of(span: &Span, host_name: &str) -> Resource {
+    let p = &span.process;
+    let mut attrs = vec![
+        KeyValue::new(sc::SERVICE_NAME, p.service_name.clone()),
+        KeyValue::new(sc::PROCESS_PID, i64::from(p.pid)),
+        KeyValue::new(sc::PROCESS_EXECUTABLE_NAME, p.executable_name.clone()),
+        KeyValue::new(sc::HOST_NAME, host_name.to_string()),
+        KeyValue::new(sc::TELEMETRY_SDK_NAME, "tracewire"),
+        KeyValue::new(sc::TELEMETRY_SDK_VERSION, env!("CARGO_PKG_VERSION")),
+        KeyValue::new(sc::TELEMETRY_DISTRO_NAME, "tracewire"),
+        KeyValue::new(sc::TELEMETRY_DISTRO_VERSION, env!("CARGO_PKG_VERSION")),
+    ];
+    if let Some(path) = &p.executable_path {
+        attrs.push(KeyValue::new(sc::PROCESS_EXECUTABLE_PATH, path.clone()));
+    }
+    if let Some(cmd) = &p.command_line {
+        attrs.push(KeyValue::new(sc::PROCESS_COMMAND_LINE, cmd.clone()));
+    }
+    Resource::builder_empty().with_attributes(attrs).build()
+}
+
+fn span_data(span: &Span, scope: &InstrumentationScope) -> SpanData {
+    let attributes = span
+        .attributes
+        .iter()
+        .map(|a| match &a.value {
+            AttrValue::Str(s) => KeyValue::new(a.key, s.clone()),
+            AttrValue::Int(i) => KeyValue::new(a.key, *i),
+        })
+        .collect();
+    SpanData {
+        span_context: SpanContext::new(
+            TraceId::from_bytes(span.trace_id),
+            SpanId::from_bytes(span.span_id),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        ),
+        parent_span_id: span
+            .parent_span_id
+            .map(SpanId::from_bytes)
+            .unwrap_or(SpanId::INVALID),
+        parent_span_is_remote: false,
+        span_kind: match span.kind {
+            SpanKind::Server => OtelKind::Server,
+            SpanKind::Client => OtelKind::Client,
+        },
+        name: Cow::Owned(span.name.clone()),
+        start_time: UNIX_EPOCH + Duration::from_nanos(span.start_unix_ns),
+        end_time: UNIX_EPOCH + Duration::from_nanos(span.end_unix_ns),
+        attributes,
+        dropped_attributes_count: 0,
+        events: SpanEvents::default(),
+        links: SpanLinks::default(),
+        status: match span.status {
+            Status::Unset => OtelStatus::Unset,
+            Status::Error => OtelStatus::error(""),
+        },
+        instrumentation_scope: scope.clone(),
+    }
+}

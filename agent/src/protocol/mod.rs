@@ -1,0 +1,2 @@
+//! Pure protocol parsers over captured bytes: no I/O, no allocation without a bound, no panics.
+pub mod http1;

@@ -1,0 +1,452 @@
+//! Reassembly: a bounded table of connections, each turned from captured chunks into HTTP/1
+//! exchanges (a request and its response, with the times that bound them).
+//!
+//! Which side is the server is decided by the bytes, not by accept/connect: the direction that
+//! carries requests. That also covers connections opened before the agent started.
+pub mod stream;
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::SocketAddr,
+    sync::Arc,
+};
+
+use agent_common::{ConnOrigin, Direction};
+
+use crate::{
+    capture::{
+        ConnKey,
+        event::{ConnOpen, DataChunk},
+        process::{ProcessCache, ProcessInfo},
+    },
+    protocol::http1::{self, BodyKind, RequestHead, ResponseHead},
+    telemetry::{Drop, TELEMETRY},
+};
+use stream::{Chunk, Grammar, MessageStream, Step};
+
+/// Which end of the connection the traced process is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Server,
+    Client,
+}
+
+/// What is known of a connection.
+#[derive(Debug, Clone)]
+pub struct ConnMeta {
+    /// None when the connection was first seen without its open record.
+    pub local: Option<SocketAddr>,
+    pub remote: Option<SocketAddr>,
+    pub origin: ConnOrigin,
+    pub process: Arc<ProcessInfo>,
+}
+
+/// One request and its response on one connection: what a span is built from.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub role: Role,
+    pub conn: Arc<ConnMeta>,
+    pub request: RequestHead,
+    /// None when the connection closed before a response.
+    pub response: Option<ResponseHead>,
+    /// CLOCK_MONOTONIC: server, the read that brought the first request byte returned;
+    /// client, the write of the first request byte was entered.
+    pub start_ns: u64,
+    /// CLOCK_MONOTONIC: the syscall that moved the last response byte returned.
+    pub end_ns: u64,
+    /// The thread that read (server) or wrote (client) the request.
+    pub tid: u32,
+}
+
+/// Bounds of the table.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_connections: usize,
+    /// Largest message head buffered per direction.
+    pub max_head: usize,
+    /// All head buffers together.
+    pub buffer_budget: usize,
+    /// Requests in flight per connection (pipelining depth).
+    pub max_pending: usize,
+    /// Connections without traffic for this long are forgotten.
+    pub idle_timeout_ns: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 65536,
+            max_head: 16 * 1024,
+            buffer_budget: 64 << 20,
+            max_pending: 32,
+            idle_timeout_ns: 300 * 1_000_000_000,
+        }
+    }
+}
+
+const REQUESTS: Grammar<RequestHead> = Grammar {
+    looks_like: http1::looks_like_request,
+    parse: http1::parse_request,
+};
+const RESPONSES: Grammar<ResponseHead> = Grammar {
+    looks_like: http1::looks_like_response,
+    parse: http1::parse_response,
+};
+
+/// Chunks of a connection before any request was recognised after which it is declared
+/// not HTTP/1 and ignored.
+const DETECT_CHUNKS: u8 = 4;
+
+struct PendingRequest {
+    head: RequestHead,
+    start_ns: u64,
+    tid: u32,
+}
+
+struct Connection {
+    meta: Arc<ConnMeta>,
+    role: Option<Role>,
+    requests: MessageStream,
+    responses: MessageStream,
+    pending: VecDeque<PendingRequest>,
+    /// A response whose head was seen and whose body is still coming.
+    answering: Option<(PendingRequest, ResponseHead)>,
+    last_response_ns: u64,
+    last_activity_ns: u64,
+    undetected_chunks: u8,
+    ignored: bool,
+}
+
+/// Everything the agent knows about live connections.
+pub struct ConnTable {
+    conns: HashMap<ConnKey, Connection>,
+    processes: ProcessCache,
+    limits: Limits,
+    buffered: usize,
+}
+
+impl ConnTable {
+    pub fn new(limits: Limits, processes: ProcessCache) -> Self {
+        ConnTable {
+            conns: HashMap::new(),
+            processes,
+            limits,
+            buffered: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    fn new_connection(&self, meta: ConnMeta, now_ns: u64) -> Connection {
+        Connection {
+            meta: Arc::new(meta),
+            role: None,
+            requests: MessageStream::new(self.limits.max_head),
+            responses: MessageStream::new(self.limits.max_head),
+            pending: VecDeque::new(),
+            answering: None,
+            last_response_ns: now_ns,
+            last_activity_ns: now_ns,
+            undetected_chunks: 0,
+            ignored: false,
+        }
+    }
+
+    pub fn open(&mut self, open: ConnOpen, out: &mut Vec<Exchange>) {
+        if let Some(old) = self.conns.remove(&open.key) {
+            self.finish(old, out);
+        }
+        if self.conns.len() >= self.limits.max_connections {
+            TELEMETRY.drop(Drop::ConnectionTableFull);
+            return;
+        }
+        let process = self.processes.get(open.key.tgid, &open.comm);
+        let meta = ConnMeta {
+            local: Some(open.local),
+            remote: Some(open.remote),
+            origin: open.origin,
+            process,
+        };
+        let conn = self.new_connection(meta, open.ts_ns);
+        self.conns.insert(open.key, conn);
+        TELEMETRY
+            .connections_tracked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn close(&mut self, key: ConnKey, out: &mut Vec<Exchange>) {
+        if let Some(conn) = self.conns.remove(&key) {
+            self.finish(conn, out);
+        }
+    }
+
+    /// Ends a connection: a response framed by the close ends now; requests without a
+    /// response are counted.
+    fn finish(&mut self, mut conn: Connection, out: &mut Vec<Exchange>) {
+        self.buffered = self
+            .buffered
+            .saturating_sub(conn.requests.buffered() + conn.responses.buffered());
+        if let Some((req, resp)) = conn.answering.take() {
+            let end = conn.last_response_ns;
+            out.push(conn.exchange(req, Some(resp), end));
+        }
+        if !conn.pending.is_empty() {
+            TELEMETRY.drop_n(Drop::NoResponse, conn.pending.len() as u64);
+        }
+    }
+
+    pub fn data(&mut self, chunk: DataChunk, out: &mut Vec<Exchange>) {
+        if !self.conns.contains_key(&chunk.key) {
+            // The open record was lost (ring full) or the connection predates the agent's
+            // user space: track it without addresses.
+            if self.conns.len() >= self.limits.max_connections {
+                TELEMETRY.drop(Drop::ConnectionTableFull);
+                return;
+            }
+            let process = self.processes.get(chunk.key.tgid, "");
+            let meta = ConnMeta {
+                local: None,
+                remote: None,
+                origin: ConnOrigin::Unknown,
+                process,
+            };
+            let conn = self.new_connection(meta, chunk.end_ns);
+            self.conns.insert(chunk.key, conn);
+        }
+        let budget_left = self.limits.buffer_budget.saturating_sub(self.buffered);
+        let max_pending = self.limits.max_pending;
+        let Some(conn) = self.conns.get_mut(&chunk.key) else {
+            return;
+        };
+        let before = conn.requests.buffered() + conn.responses.buffered();
+        conn.on_chunk(chunk, budget_left, max_pending, out);
+        let after = conn.requests.buffered() + conn.responses.buffered();
+        self.buffered = (self.buffered + after).saturating_sub(before);
+    }
+
+    /// Forgets connections idle for longer than the timeout.
+    pub fn evict_idle(&mut self, now_ns: u64, out: &mut Vec<Exchange>) {
+        let timeout = self.limits.idle_timeout_ns;
+        let idle: Vec<ConnKey> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| now_ns.saturating_sub(c.last_activity_ns) > timeout)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in idle {
+            if let Some(conn) = self.conns.remove(&key) {
+                TELEMETRY.drop(Drop::ConnectionIdle);
+                self.finish(conn, out);
+            }
+        }
+        if self.conns.is_empty() {
+            self.buffered = 0;
+        }
+    }
+}
+
+impl Connection {
+    fn exchange(&self, req: PendingRequest, resp: Option<ResponseHead>, end_ns: u64) -> Exchange {
+        Exchange {
+            role: self.role.unwrap_or(Role::Server),
+            conn: Arc::clone(&self.meta),
+            request: req.head,
+            response: resp,
+            start_ns: req.start_ns,
+            end_ns: end_ns.max(req.start_ns),
+            tid: req.tid,
+        }
+    }
+
+    fn on_chunk(
+        &mut self,
+        chunk: DataChunk,
+        budget_left: usize,
+        max_pending: usize,
+        out: &mut Vec<Exchange>,
+    ) {
+        self.last_activity_ns = chunk.end_ns;
+        if self.ignored {
+            return;
+        }
+        let role = match self.role {
+            Some(role) => role,
+            None => {
+                if http1::looks_like_request(&chunk.payload) {
+                    let role = match chunk.direction {
+                        Direction::Ingress => Role::Server,
+                        Direction::Egress => Role::Client,
+                    };
+                    self.role = Some(role);
+                    role
+                } else {
+                    self.undetected_chunks = self.undetected_chunks.saturating_add(1);
+                    if self.undetected_chunks >= DETECT_CHUNKS {
+                        TELEMETRY.drop(Drop::NotHttp);
+                        self.ignored = true;
+                    }
+                    return;
+                }
+            }
+        };
+        let is_request = matches!(
+            (role, chunk.direction),
+            (Role::Server, Direction::Ingress) | (Role::Client, Direction::Egress)
+        );
+        let gap = chunk.gap();
+        if is_request {
+            // Server: the request arrived when the read returned; client: it started when the
+            // write was entered.
+            let ts_ns = match role {
+                Role::Server => chunk.end_ns,
+                Role::Client => chunk.start_ns,
+            };
+            let tid = chunk.tid;
+            let pending = &mut self.pending;
+            self.requests.feed(
+                &REQUESTS,
+                Chunk {
+                    data: chunk.payload,
+                    gap,
+                    ts_ns,
+                },
+                budget_left,
+                &mut |step| match step {
+                    Step::Head { head, start_ns } => {
+                        TELEMETRY
+                            .requests_parsed
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let kind = http1::request_body(&head);
+                        if pending.len() >= max_pending {
+                            TELEMETRY.drop(Drop::TooManyPending);
+                        } else {
+                            pending.push_back(PendingRequest {
+                                head,
+                                start_ns,
+                                tid,
+                            });
+                        }
+                        kind
+                    }
+                    Step::BodyEnd => BodyKind::None,
+                    Step::Dropped(reason) => {
+                        TELEMETRY.drop(reason);
+                        BodyKind::None
+                    }
+                },
+            );
+        } else {
+            let end_ns = chunk.end_ns;
+            self.last_response_ns = end_ns;
+            let mut finished: Vec<(PendingRequest, Option<ResponseHead>)> = Vec::new();
+            let mut switched = false;
+            let pending = &mut self.pending;
+            let answering = &mut self.answering;
+            self.responses.feed(
+                &RESPONSES,
+                Chunk {
+                    data: chunk.payload,
+                    gap,
+                    ts_ns: end_ns,
+                },
+                budget_left,
+                &mut |step| match step {
+                    Step::Head { head, .. } => {
+                        // 1xx other than 101 are interim: the real response follows.
+                        if (100..200).contains(&head.status) && head.status != 101 {
+                            return BodyKind::None;
+                        }
+                        let Some(req) = pending.pop_front() else {
+                            TELEMETRY.drop(Drop::UnmatchedResponse);
+                            return http1::response_body(&head, None);
+                        };
+                        let kind = http1::response_body(&head, Some(&req.head.method));
+                        if head.status == 101 {
+                            switched = true;
+                            finished.push((req, Some(head)));
+                            return BodyKind::None;
+                        }
+                        match kind {
+                            BodyKind::None => finished.push((req, Some(head))),
+                            _ => *answering = Some((req, head)),
+                        }
+                        kind
+                    }
+                    Step::BodyEnd => {
+                        if let Some((req, head)) = answering.take() {
+                            finished.push((req, Some(head)));
+                        }
+                        BodyKind::None
+                    }
+                    Step::Dropped(reason) => {
+                        TELEMETRY.drop(reason);
+                        // The body's end is unknowable: end the response at this chunk.
+                        if let Some((req, head)) = answering.take() {
+                            finished.push((req, Some(head)));
+                        }
+                        BodyKind::None
+                    }
+                },
+            );
+            for (req, resp) in finished {
+                out.push(self.exchange(req, resp, end_ns));
+            }
+            if switched {
+                // After 101 the connection speaks another protocol (WebSocket, h2c).
+                self.requests.abandon();
+                self.responses.abandon();
+                self.ignored = true;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+/// The reassembly stage: events in, exchanges out, until the event queue closes. Idle
+/// connections are swept every few seconds.
+pub async fn run(
+    mut events: tokio::sync::mpsc::Receiver<crate::capture::CaptureEvent>,
+    exchanges: tokio::sync::mpsc::Sender<Exchange>,
+    mut table: ConnTable,
+) {
+    use crate::capture::CaptureEvent;
+    let mut sweep = tokio::time::interval(std::time::Duration::from_secs(5));
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut out = Vec::new();
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(CaptureEvent::Open(o)) => table.open(o, &mut out),
+                Some(CaptureEvent::Data(d)) => table.data(d, &mut out),
+                Some(CaptureEvent::Close { key, .. }) => table.close(key, &mut out),
+                None => break,
+            },
+            _ = sweep.tick() => table.evict_idle(monotonic_now_ns(), &mut out),
+        }
+        for ex in out.drain(..) {
+            if exchanges.try_send(ex).is_err() {
+                TELEMETRY.drop(Drop::ExportQueueFull);
+            }
+        }
+    }
+}
+
+fn monotonic_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime with a valid clock id and out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}

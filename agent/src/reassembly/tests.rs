@@ -1,0 +1,192 @@
+use super::*;
+use bytes::Bytes;
+
+const KEY: ConnKey = ConnKey {
+    tgid: 1,
+    sock: 0xabc,
+};
+
+fn table() -> ConnTable {
+    ConnTable::new(Limits::default(), ProcessCache::new(8, false))
+}
+
+fn open(t: &mut ConnTable, origin: ConnOrigin) {
+    let mut out = Vec::new();
+    t.open(
+        ConnOpen {
+            key: KEY,
+            fd: 3,
+            origin,
+            ts_ns: 1,
+            local: "127.0.0.1:8080".parse().expect("addr"),
+            remote: "127.0.0.1:40000".parse().expect("addr"),
+            comm: "srv".into(),
+        },
+        &mut out,
+    );
+    assert!(out.is_empty());
+}
+
+fn chunk(direction: Direction, start: u64, end: u64, data: &[u8], total: u32) -> DataChunk {
+    DataChunk {
+        key: KEY,
+        tid: 7,
+        direction,
+        start_ns: start,
+        end_ns: end,
+        total_len: total.max(data.len() as u32),
+        payload: Bytes::copy_from_slice(data),
+    }
+}
+
+#[test]
+fn server_exchange_times_and_role() {
+    let mut t = table();
+    open(&mut t, ConnOrigin::Accepted);
+    let mut out = Vec::new();
+    t.data(
+        chunk(Direction::Ingress, 5, 100, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n", 0),
+        &mut out,
+    );
+    t.data(
+        chunk(Direction::Egress, 150, 160, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhe", 0),
+        &mut out,
+    );
+    assert!(out.is_empty(), "body not complete yet");
+    t.data(chunk(Direction::Egress, 170, 180, b"llo", 0), &mut out);
+    assert_eq!(out.len(), 1);
+    let ex = &out[0];
+    assert_eq!(ex.role, Role::Server);
+    assert_eq!(ex.request.target, "/x");
+    assert_eq!(ex.response.as_ref().map(|r| r.status), Some(200));
+    assert_eq!((ex.start_ns, ex.end_ns), (100, 180));
+}
+
+#[test]
+fn client_keepalive_pipelined_head_and_gap() {
+    let mut t = table();
+    open(&mut t, ConnOrigin::Connected);
+    let mut out = Vec::new();
+    t.data(
+        chunk(
+            Direction::Egress,
+            10,
+            11,
+            b"GET /a HTTP/1.1\r\n\r\nHEAD /b HTTP/1.1\r\n\r\n",
+            0,
+        ),
+        &mut out,
+    );
+    // First response has a 10000-byte body of which 4 bytes were captured, then the HEAD
+    // response (Content-Length but no body) arrives in the next read.
+    t.data(
+        chunk(
+            Direction::Ingress,
+            20,
+            30,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\nabcd",
+            10000 + 41,
+        ),
+        &mut out,
+    );
+    t.data(
+        chunk(
+            Direction::Ingress,
+            40,
+            50,
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\n",
+            0,
+        ),
+        &mut out,
+    );
+    let got: Vec<_> = out
+        .iter()
+        .map(|e| {
+            (
+                e.role,
+                e.request.target.clone(),
+                e.response.as_ref().map(|r| r.status),
+                e.start_ns,
+                e.end_ns,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Role::Client, "/a".to_string(), Some(200), 10, 30),
+            (Role::Client, "/b".to_string(), Some(404), 10, 50)
+        ]
+    );
+}
+
+#[test]
+fn close_ends_until_close_body_and_counts_unanswered() {
+    let mut t = table();
+    open(&mut t, ConnOrigin::Accepted);
+    let mut out = Vec::new();
+    t.data(chunk(Direction::Ingress, 1, 2, b"GET / HTTP/1.0\r\n\r\n", 0), &mut out);
+    t.data(chunk(Direction::Egress, 3, 4, b"HTTP/1.0 200 OK\r\n\r\nbody", 0), &mut out);
+    t.data(chunk(Direction::Egress, 5, 6, b"more body", 0), &mut out);
+    assert!(out.is_empty());
+    t.close(KEY, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].end_ns, 6);
+    assert!(t.is_empty());
+}
+
+#[test]
+fn interim_100_continue_and_non_http() {
+    let mut t = table();
+    open(&mut t, ConnOrigin::Accepted);
+    let mut out = Vec::new();
+    t.data(
+        chunk(
+            Direction::Ingress,
+            1,
+            2,
+            b"POST /u HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
+            0,
+        ),
+        &mut out,
+    );
+    t.data(chunk(Direction::Egress, 3, 4, b"HTTP/1.1 100 Continue\r\n\r\n", 0), &mut out);
+    t.data(chunk(Direction::Ingress, 5, 6, b"hi", 0), &mut out);
+    t.data(
+        chunk(Direction::Egress, 7, 8, b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n", 0),
+        &mut out,
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].response.as_ref().map(|r| r.status), Some(201));
+
+    // A binary protocol is given up on after a few chunks and costs nothing after that.
+    let before = TELEMETRY.dropped(Drop::NotHttp);
+    let key = ConnKey { tgid: 2, sock: 9 };
+    for _ in 0..10 {
+        let mut c = chunk(Direction::Ingress, 1, 2, b"\x00\x01binary", 0);
+        c.key = key;
+        t.data(c, &mut out);
+    }
+    assert!(TELEMETRY.dropped(Drop::NotHttp) > before);
+    assert_eq!(out.len(), 1);
+}
+
+#[test]
+fn table_is_bounded() {
+    let mut t = ConnTable::new(
+        Limits {
+            max_connections: 2,
+            ..Limits::default()
+        },
+        ProcessCache::new(8, false),
+    );
+    let mut out = Vec::new();
+    for sock in 0..5 {
+        let mut c = chunk(Direction::Ingress, 1, 2, b"GET / HTTP/1.1\r\n\r\n", 0);
+        c.key = ConnKey { tgid: 1, sock };
+        t.data(c, &mut out);
+    }
+    assert_eq!(t.len(), 2);
+    t.evict_idle(u64::MAX, &mut out);
+    assert!(t.is_empty());
+}

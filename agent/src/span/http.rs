@@ -1,0 +1,279 @@
+//! HTTP server and client spans from exchanges, per the stable HTTP semantic conventions:
+//! <https://opentelemetry.io/docs/specs/semconv/http/http-spans/>.
+use std::net::SocketAddr;
+
+use super::{Attribute, Clock, Span, SpanKind, Status, new_span_id, new_trace_id, semconv as sc};
+use crate::{
+    protocol::http1::Method,
+    reassembly::{Exchange, Role},
+};
+
+/// What the operator allowed to leave the host.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SpanOptions {
+    /// Export query strings (`url.query`, and in `url.full`). Off by default: they hold tokens.
+    pub capture_query: bool,
+}
+
+/// Methods the conventions know; any other is reported as `_OTHER`.
+fn known_method(m: &Method) -> bool {
+    !matches!(m, Method::Other(_))
+}
+
+/// Splits a request-target into path and query; an absolute-form target (proxies) is reduced
+/// to its path.
+fn path_and_query(target: &str) -> (&str, Option<&str>) {
+    let rest = match target.find("://") {
+        Some(i) => {
+            let after = &target[i + 3..];
+            match after.find('/') {
+                Some(j) => &after[j..],
+                None => "/",
+            }
+        }
+        None => target,
+    };
+    match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    }
+}
+
+/// `host[:port]` or `[v6][:port]` from a Host header.
+fn split_host(host: &str) -> (String, Option<u16>) {
+    let host = host.trim();
+    if let Some(rest) = host.strip_prefix('[') {
+        if let Some((h, after)) = rest.split_once(']') {
+            let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
+            return (h.to_string(), port);
+        }
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h.to_string(), p.parse().ok()),
+        _ => (host.to_string(), None),
+    }
+}
+
+fn host_for_url(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
+fn push_addr(attrs: &mut Vec<Attribute>, addr_key: &'static str, port_key: &'static str, a: SocketAddr) {
+    attrs.push(Attribute::str(addr_key, a.ip().to_string()));
+    attrs.push(Attribute::int(port_key, i64::from(a.port())));
+}
+
+/// Builds the span of one exchange.
+pub fn build(ex: &Exchange, clock: &Clock, opts: SpanOptions) -> Span {
+    let req = &ex.request;
+    let method = req.method.as_str();
+    let mut attrs = Vec::with_capacity(16);
+    let name = if known_method(&req.method) {
+        attrs.push(Attribute::str(sc::HTTP_REQUEST_METHOD, method));
+        method.to_string()
+    } else {
+        attrs.push(Attribute::str(sc::HTTP_REQUEST_METHOD, "_OTHER"));
+        attrs.push(Attribute::str(sc::HTTP_REQUEST_METHOD_ORIGINAL, method));
+        "HTTP".to_string()
+    };
+    let status = ex.response.as_ref().map(|r| r.status);
+    if let Some(code) = status {
+        attrs.push(Attribute::int(sc::HTTP_RESPONSE_STATUS_CODE, i64::from(code)));
+    }
+    let (path, query) = path_and_query(&req.target);
+    let host = req.host.as_deref().map(split_host);
+    let version = if req.minor_version == 0 { "1.0" } else { "1.1" };
+    attrs.push(Attribute::str(sc::NETWORK_PROTOCOL_VERSION, version));
+    if let Some(ua) = &req.user_agent {
+        attrs.push(Attribute::str(sc::USER_AGENT_ORIGINAL, ua.clone()));
+    }
+    attrs.push(Attribute::int(sc::THREAD_ID, i64::from(ex.tid)));
+    let (kind, error) = match ex.role {
+        Role::Server => {
+            attrs.push(Attribute::str(sc::URL_PATH, path));
+            attrs.push(Attribute::str(sc::URL_SCHEME, "http"));
+            if opts.capture_query
+                && let Some(q) = query
+            {
+                attrs.push(Attribute::str(sc::URL_QUERY, q));
+            }
+            let local = ex.conn.local;
+            match (&host, local) {
+                (Some((h, port)), _) => {
+                    attrs.push(Attribute::str(sc::SERVER_ADDRESS, h.clone()));
+                    if let Some(p) = port.or(local.map(|l| l.port())) {
+                        attrs.push(Attribute::int(sc::SERVER_PORT, i64::from(p)));
+                    }
+                }
+                (None, Some(l)) => push_addr(&mut attrs, sc::SERVER_ADDRESS, sc::SERVER_PORT, l),
+                (None, None) => {}
+            }
+            if let Some(remote) = ex.conn.remote {
+                push_addr(&mut attrs, sc::CLIENT_ADDRESS, sc::CLIENT_PORT, remote);
+                push_addr(&mut attrs, sc::NETWORK_PEER_ADDRESS, sc::NETWORK_PEER_PORT, remote);
+            }
+            (SpanKind::Server, status.is_some_and(|s| s >= 500))
+        }
+        Role::Client => {
+            let remote = ex.conn.remote;
+            let (server_host, server_port) = match (&host, remote) {
+                (Some((h, p)), r) => (Some(h.clone()), p.or(r.map(|r| r.port()))),
+                (None, Some(r)) => (Some(r.ip().to_string()), Some(r.port())),
+                (None, None) => (None, None),
+            };
+            if let Some(h) = &server_host {
+                attrs.push(Attribute::str(sc::SERVER_ADDRESS, h.clone()));
+            }
+            if let Some(p) = server_port {
+                attrs.push(Attribute::int(sc::SERVER_PORT, i64::from(p)));
+            }
+            if let Some(h) = &server_host {
+                let authority = match server_port {
+                    Some(80) | None => host_for_url(h),
+                    Some(p) => format!("{}:{p}", host_for_url(h)),
+                };
+                let mut full = format!("http://{authority}{path}");
+                if opts.capture_query
+                    && let Some(q) = query
+                {
+                    full.push('?');
+                    full.push_str(q);
+                }
+                attrs.push(Attribute::str(sc::URL_FULL, full));
+            }
+            if let Some(r) = remote {
+                push_addr(&mut attrs, sc::NETWORK_PEER_ADDRESS, sc::NETWORK_PEER_PORT, r);
+            }
+            (SpanKind::Client, status.is_some_and(|s| s >= 400))
+        }
+    };
+    if error && let Some(code) = status {
+        attrs.push(Attribute::str(sc::ERROR_TYPE, code.to_string()));
+    }
+    Span {
+        trace_id: new_trace_id(),
+        span_id: new_span_id(),
+        parent_span_id: None,
+        kind,
+        name,
+        start_unix_ns: clock.to_unix_ns(ex.start_ns),
+        end_unix_ns: clock.to_unix_ns(ex.end_ns),
+        attributes: attrs,
+        status: if error { Status::Error } else { Status::Unset },
+        process: std::sync::Arc::clone(&ex.conn.process),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        capture::process::ProcessInfo,
+        protocol::http1::{self, Parse, ResponseHead},
+        reassembly::ConnMeta,
+        span::AttrValue,
+    };
+    use agent_common::ConnOrigin;
+    use std::sync::Arc;
+
+    fn exchange(role: Role, req: &[u8], status: u16) -> Exchange {
+        let Parse::Complete(request, _) = http1::parse_request(req) else {
+            panic!("fixture request does not parse")
+        };
+        Exchange {
+            role,
+            conn: Arc::new(ConnMeta {
+                local: Some("127.0.0.1:8080".parse().expect("addr")),
+                remote: Some("127.0.0.1:41000".parse().expect("addr")),
+                origin: ConnOrigin::Unknown,
+                process: Arc::new(ProcessInfo {
+                    pid: 1,
+                    service_name: "svc".into(),
+                    executable_name: "svc".into(),
+                    executable_path: None,
+                    command_line: None,
+                }),
+            }),
+            request,
+            response: Some(ResponseHead {
+                status,
+                minor_version: 1,
+                content_length: Some(0),
+                chunked: false,
+                connection_close: false,
+            }),
+            start_ns: 1_000,
+            end_ns: 3_500,
+            tid: 9,
+        }
+    }
+
+    fn s(span: &Span, key: &str) -> Option<String> {
+        match span.attribute(key)? {
+            AttrValue::Str(v) => Some(v.clone()),
+            AttrValue::Int(v) => Some(v.to_string()),
+        }
+    }
+
+    #[test]
+    fn server_span_semconv() {
+        let ex = exchange(
+            Role::Server,
+            b"GET /a/b?password=hunter2 HTTP/1.1\r\nHost: example.com:8080\r\nUser-Agent: curl/8\r\nAuthorization: Bearer x\r\n\r\n",
+            503,
+        );
+        let span = build(&ex, &Clock::with_offset(10), SpanOptions::default());
+        assert_eq!(span.kind, SpanKind::Server);
+        assert_eq!(span.name, "GET");
+        assert_eq!((span.start_unix_ns, span.end_unix_ns), (1_010, 3_510));
+        assert_eq!(s(&span, "url.path").as_deref(), Some("/a/b"));
+        assert_eq!(s(&span, "url.query"), None);
+        assert_eq!(s(&span, "server.address").as_deref(), Some("example.com"));
+        assert_eq!(s(&span, "server.port").as_deref(), Some("8080"));
+        assert_eq!(s(&span, "client.port").as_deref(), Some("41000"));
+        assert_eq!(s(&span, "http.response.status_code").as_deref(), Some("503"));
+        assert_eq!(s(&span, "error.type").as_deref(), Some("503"));
+        assert_eq!(s(&span, "user_agent.original").as_deref(), Some("curl/8"));
+        assert_eq!(span.status, Status::Error);
+        let all = format!("{:?}", span.attributes);
+        assert!(!all.contains("hunter2") && !all.contains("Bearer"));
+    }
+
+    #[test]
+    fn client_span_semconv_and_query_opt_in() {
+        let ex = exchange(
+            Role::Client,
+            b"GET /x?q=1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n",
+            404,
+        );
+        let span = build(&ex, &Clock::with_offset(0), SpanOptions::default());
+        assert_eq!(span.kind, SpanKind::Client);
+        assert_eq!(s(&span, "url.full").as_deref(), Some("http://127.0.0.1:8080/x"));
+        assert_eq!(span.status, Status::Error);
+        let with_query = build(&ex, &Clock::with_offset(0), SpanOptions { capture_query: true });
+        assert_eq!(
+            s(&with_query, "url.full").as_deref(),
+            Some("http://127.0.0.1:8080/x?q=1")
+        );
+    }
+
+    #[test]
+    fn unknown_method_and_hosts() {
+        let ex = exchange(Role::Server, b"FOO / HTTP/1.0\r\n\r\n", 200);
+        let span = build(&ex, &Clock::with_offset(0), SpanOptions::default());
+        assert_eq!(span.name, "HTTP");
+        assert_eq!(s(&span, "http.request.method").as_deref(), Some("_OTHER"));
+        assert_eq!(s(&span, "http.request.method_original").as_deref(), Some("FOO"));
+        assert_eq!(s(&span, "network.protocol.version").as_deref(), Some("1.0"));
+        assert_eq!(s(&span, "server.address").as_deref(), Some("127.0.0.1"));
+        assert_eq!(span.status, Status::Unset);
+        assert_eq!(split_host("[::1]:80"), ("::1".to_string(), Some(80)));
+        assert_eq!(split_host("a.b"), ("a.b".to_string(), None));
+        assert_eq!(path_and_query("http://h:1/p?x"), ("/p", Some("x")));
+        assert_eq!(path_and_query("http://h"), ("/", None));
+    }
+}

@@ -1,0 +1,192 @@
+//! Spans: the one type that flows from reassembly to export, built from exchanges with the
+//! OpenTelemetry semantic conventions, and the clock that dates them.
+pub mod http;
+pub mod semconv;
+
+use std::sync::Arc;
+
+use crate::capture::process::ProcessInfo;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpanKind {
+    Server,
+    Client,
+}
+
+impl SpanKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpanKind::Server => "SERVER",
+            SpanKind::Client => "CLIENT",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum AttrValue {
+    Str(String),
+    Int(i64),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attribute {
+    pub key: &'static str,
+    pub value: AttrValue,
+}
+
+impl Attribute {
+    pub fn str(key: &'static str, value: impl Into<String>) -> Self {
+        Attribute {
+            key,
+            value: AttrValue::Str(value.into()),
+        }
+    }
+
+    pub fn int(key: &'static str, value: i64) -> Self {
+        Attribute {
+            key,
+            value: AttrValue::Int(value),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Unset,
+    Error,
+}
+
+/// A finished span with the ids and wall-clock times the agent computed.
+#[derive(Clone, Debug)]
+pub struct Span {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent_span_id: Option<[u8; 8]>,
+    pub kind: SpanKind,
+    pub name: String,
+    /// Nanoseconds since the Unix epoch.
+    pub start_unix_ns: u64,
+    pub end_unix_ns: u64,
+    pub attributes: Vec<Attribute>,
+    pub status: Status,
+    /// The process that served or made the request: the span's resource.
+    pub process: Arc<ProcessInfo>,
+}
+
+impl Span {
+    pub fn attribute(&self, key: &str) -> Option<&AttrValue> {
+        self.attributes
+            .iter()
+            .find(|a| a.key == key)
+            .map(|a| &a.value)
+    }
+}
+
+/// Converts the kernel's CLOCK_MONOTONIC timestamps to wall-clock time. The offset is taken
+/// once at start, between two monotonic reads, so conversion is exact to the microsecond and
+/// free of syscalls; a later wall-clock step (NTP) is not followed, like the kernel's own
+/// bpf_ktime_get_ns.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    offset_ns: i128,
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime with a valid clock id and a valid out pointer.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        let before = clock_ns(libc::CLOCK_MONOTONIC);
+        let wall = clock_ns(libc::CLOCK_REALTIME);
+        let after = clock_ns(libc::CLOCK_MONOTONIC);
+        Clock {
+            offset_ns: wall - (before + (after - before) / 2),
+        }
+    }
+
+    #[cfg(test)]
+    pub fn with_offset(offset_ns: i128) -> Self {
+        Clock { offset_ns }
+    }
+
+    pub fn to_unix_ns(&self, monotonic_ns: u64) -> u64 {
+        let v = i128::from(monotonic_ns) + self.offset_ns;
+        u64::try_from(v.max(0)).unwrap_or(u64::MAX)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub fn new_trace_id() -> [u8; 16] {
+    loop {
+        let id: [u8; 16] = rand::random();
+        if id != [0; 16] {
+            return id;
+        }
+    }
+}
+
+pub fn new_span_id() -> [u8; 8] {
+    loop {
+        let id: [u8; 8] = rand::random();
+        if id != [0; 8] {
+            return id;
+        }
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_matches_wall_time() {
+        let clock = Clock::new();
+        let mono = clock_ns(libc::CLOCK_MONOTONIC) as u64;
+        let wall = clock_ns(libc::CLOCK_REALTIME) as u64;
+        let converted = clock.to_unix_ns(mono);
+        assert!(converted.abs_diff(wall) < 1_000_000, "{converted} vs {wall}");
+    }
+
+    #[test]
+    fn ids_are_nonzero_and_hex() {
+        assert_ne!(new_trace_id(), [0; 16]);
+        assert_eq!(hex(&[0, 0xab, 0x10]), "00ab10");
+    }
+}
+
+/// The span stage: exchanges in, spans out to the export queue, until the input closes.
+pub async fn run(
+    mut exchanges: tokio::sync::mpsc::Receiver<crate::reassembly::Exchange>,
+    spans: tokio::sync::mpsc::Sender<Span>,
+    opts: http::SpanOptions,
+) {
+    let clock = Clock::new();
+    while let Some(ex) = exchanges.recv().await {
+        let span = http::build(&ex, &clock, opts);
+        crate::telemetry::TELEMETRY
+            .spans_built
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::export::enqueue(&spans, span);
+    }
+}

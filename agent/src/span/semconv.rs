@@ -1,0 +1,32 @@
+//! OpenTelemetry semantic-convention names used by the agent (stable HTTP conventions,
+//! semconv 1.26+), in one place so they cannot be misspelt twice.
+pub const HTTP_REQUEST_METHOD: &str = "http.request.method";
+pub const HTTP_REQUEST_METHOD_ORIGINAL: &str = "http.request.method_original";
+pub const HTTP_RESPONSE_STATUS_CODE: &str = "http.response.status_code";
+pub const URL_PATH: &str = "url.path";
+pub const URL_QUERY: &str = "url.query";
+pub const URL_SCHEME: &str = "url.scheme";
+pub const URL_FULL: &str = "url.full";
+pub const SERVER_ADDRESS: &str = "server.address";
+pub const SERVER_PORT: &str = "server.port";
+pub const CLIENT_ADDRESS: &str = "client.address";
+pub const CLIENT_PORT: &str = "client.port";
+pub const NETWORK_PEER_ADDRESS: &str = "network.peer.address";
+pub const NETWORK_PEER_PORT: &str = "network.peer.port";
+pub const NETWORK_PROTOCOL_NAME: &str = "network.protocol.name";
+pub const NETWORK_PROTOCOL_VERSION: &str = "network.protocol.version";
+pub const USER_AGENT_ORIGINAL: &str = "user_agent.original";
+pub const ERROR_TYPE: &str = "error.type";
+pub const THREAD_ID: &str = "thread.id";
+
+pub const SERVICE_NAME: &str = "service.name";
+pub const PROCESS_PID: &str = "process.pid";
+pub const PROCESS_EXECUTABLE_NAME: &str = "process.executable.name";
+pub const PROCESS_EXECUTABLE_PATH: &str = "process.executable.path";
+pub const PROCESS_COMMAND_LINE: &str = "process.command_line";
+pub const HOST_NAME: &str = "host.name";
+pub const TELEMETRY_SDK_NAME: &str = "telemetry.sdk.name";
+pub const TELEMETRY_SDK_LANGUAGE: &str = "telemetry.sdk.language";
+pub const TELEMETRY_SDK_VERSION: &str = "telemetry.sdk.version";
+pub const TELEMETRY_DISTRO_NAME: &str = "telemetry.distro.name";
+pub const TELEMETRY_DISTRO_VERSION: &str = "telemetry.distro.version";

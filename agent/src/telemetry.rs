@@ -1,0 +1,242 @@
+//! The agent's own counters. Every dropped event, connection, request or span is counted here
+//! with its reason, logged once in a while, and served on `/metrics`.
+use std::{
+    fmt::Write as _,
+    sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+};
+
+/// Why something was dropped. The label is the `reason` on `tracewire_dropped_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drop {
+    /// The kernel could not reserve ring-buffer space (reader too slow).
+    KernelRingFull,
+    /// The capture stage's queue to reassembly was full.
+    EventQueueFull,
+    /// A record from the ring buffer was shorter than its header says.
+    MalformedRecord,
+    /// The connection table hit `--max-connections`.
+    ConnectionTableFull,
+    /// A connection was evicted after being idle.
+    ConnectionIdle,
+    /// Bytes of a connection that is not HTTP/1.x.
+    NotHttp,
+    /// A message head larger than the head buffer bound.
+    HeadTooLarge,
+    /// The capture size cut through a message head.
+    TruncatedHead,
+    /// A head that does not parse (garbage, smuggling attempts, binary data).
+    InvalidHead,
+    /// Body framing could not be followed (a capture gap over chunk-size lines).
+    FramingLost,
+    /// More pipelined requests in flight than the per-connection bound.
+    TooManyPending,
+    /// A response without a request (the request was missed, e.g. agent started mid-request).
+    UnmatchedResponse,
+    /// Requests still waiting for a response when their connection closed.
+    NoResponse,
+    /// The global bound on buffered bytes was reached.
+    BufferBudget,
+    /// The export queue was full.
+    ExportQueueFull,
+    /// The exporter returned an error for a batch.
+    ExportFailed,
+}
+
+impl Drop {
+    pub const ALL: [Drop; 16] = [
+        Drop::KernelRingFull,
+        Drop::EventQueueFull,
+        Drop::MalformedRecord,
+        Drop::ConnectionTableFull,
+        Drop::ConnectionIdle,
+        Drop::NotHttp,
+        Drop::HeadTooLarge,
+        Drop::TruncatedHead,
+        Drop::InvalidHead,
+        Drop::FramingLost,
+        Drop::TooManyPending,
+        Drop::UnmatchedResponse,
+        Drop::NoResponse,
+        Drop::BufferBudget,
+        Drop::ExportQueueFull,
+        Drop::ExportFailed,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Drop::KernelRingFull => "kernel_ring_full",
+            Drop::EventQueueFull => "event_queue_full",
+            Drop::MalformedRecord => "malformed_record",
+            Drop::ConnectionTableFull => "connection_table_full",
+            Drop::ConnectionIdle => "connection_idle",
+            Drop::NotHttp => "not_http",
+            Drop::HeadTooLarge => "head_too_large",
+            Drop::TruncatedHead => "truncated_head",
+            Drop::InvalidHead => "invalid_head",
+            Drop::FramingLost => "framing_lost",
+            Drop::TooManyPending => "too_many_pending",
+            Drop::UnmatchedResponse => "unmatched_response",
+            Drop::NoResponse => "no_response",
+            Drop::BufferBudget => "buffer_budget",
+            Drop::ExportQueueFull => "export_queue_full",
+            Drop::ExportFailed => "export_failed",
+        }
+    }
+}
+
+/// Counters, all monotonic.
+pub struct Telemetry {
+    drops: [AtomicU64; Drop::ALL.len()],
+    pub events_open: AtomicU64,
+    pub events_data: AtomicU64,
+    pub events_close: AtomicU64,
+    pub bytes_captured: AtomicU64,
+    pub bytes_seen: AtomicU64,
+    pub requests_parsed: AtomicU64,
+    pub spans_built: AtomicU64,
+    pub spans_exported: AtomicU64,
+    pub export_errors: AtomicU64,
+    pub connections_tracked: AtomicU64,
+    /// Set once every probe is attached (`/ready`).
+    pub ready: AtomicBool,
+}
+
+/// The process-wide counters.
+pub static TELEMETRY: Telemetry = Telemetry::new();
+
+#[allow(clippy::declare_interior_mutable_const)]
+const ZERO: AtomicU64 = AtomicU64::new(0);
+
+impl Telemetry {
+    pub const fn new() -> Self {
+        Telemetry {
+            drops: [ZERO; Drop::ALL.len()],
+            events_open: AtomicU64::new(0),
+            events_data: AtomicU64::new(0),
+            events_close: AtomicU64::new(0),
+            bytes_captured: AtomicU64::new(0),
+            bytes_seen: AtomicU64::new(0),
+            requests_parsed: AtomicU64::new(0),
+            spans_built: AtomicU64::new(0),
+            spans_exported: AtomicU64::new(0),
+            export_errors: AtomicU64::new(0),
+            connections_tracked: AtomicU64::new(0),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    pub fn drop(&self, reason: Drop) {
+        self.drop_n(reason, 1);
+    }
+
+    pub fn drop_n(&self, reason: Drop, n: u64) {
+        if let Some(c) = self.drops.get(reason as usize) {
+            c.fetch_add(n, Relaxed);
+        }
+    }
+
+    pub fn dropped(&self, reason: Drop) -> u64 {
+        self.drops.get(reason as usize).map_or(0, |c| c.load(Relaxed))
+    }
+
+    /// Kernel-side drops are per-CPU counters summed by user space; this sets their total.
+    pub fn set_kernel_ring_full(&self, total: u64) {
+        if let Some(c) = self.drops.get(Drop::KernelRingFull as usize) {
+            c.store(total, Relaxed);
+        }
+    }
+
+    /// Prometheus text exposition format.
+    pub fn render_prometheus(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut counter = |name: &str, help: &str, samples: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for (labels, value) in samples {
+                if labels.is_empty() {
+                    let _ = writeln!(out, "{name} {value}");
+                } else {
+                    let _ = writeln!(out, "{name}{{{labels}}} {value}");
+                }
+            }
+        };
+        counter(
+            "tracewire_events_total",
+            "Events read from the kernel ring buffer.",
+            &[
+                ("kind=\"open\"", self.events_open.load(Relaxed)),
+                ("kind=\"data\"", self.events_data.load(Relaxed)),
+                ("kind=\"close\"", self.events_close.load(Relaxed)),
+            ],
+        );
+        counter(
+            "tracewire_bytes_total",
+            "Payload bytes moved by traced sockets (seen) and copied to the agent (captured).",
+            &[
+                ("kind=\"seen\"", self.bytes_seen.load(Relaxed)),
+                ("kind=\"captured\"", self.bytes_captured.load(Relaxed)),
+            ],
+        );
+        let drops: Vec<(String, u64)> = Drop::ALL
+            .iter()
+            .map(|d| (format!("reason=\"{}\"", d.label()), self.dropped(*d)))
+            .collect();
+        let drops: Vec<(&str, u64)> = drops.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        counter(
+            "tracewire_dropped_total",
+            "Things dropped, by reason (events, connections, requests or spans).",
+            &drops,
+        );
+        counter(
+            "tracewire_connections_total",
+            "TCP connections tracked.",
+            &[("", self.connections_tracked.load(Relaxed))],
+        );
+        counter(
+            "tracewire_requests_total",
+            "HTTP requests parsed.",
+            &[("", self.requests_parsed.load(Relaxed))],
+        );
+        counter(
+            "tracewire_spans_built_total",
+            "Spans built.",
+            &[("", self.spans_built.load(Relaxed))],
+        );
+        counter(
+            "tracewire_spans_exported_total",
+            "Spans accepted by the exporter.",
+            &[("", self.spans_exported.load(Relaxed))],
+        );
+        counter(
+            "tracewire_export_errors_total",
+            "Export calls that failed.",
+            &[("", self.export_errors.load(Relaxed))],
+        );
+        out
+    }
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_drop_reason() {
+        let t = Telemetry::new();
+        t.drop(Drop::HeadTooLarge);
+        t.drop_n(Drop::NotHttp, 3);
+        let text = t.render_prometheus();
+        assert!(text.contains("tracewire_dropped_total{reason=\"head_too_large\"} 1"));
+        assert!(text.contains("tracewire_dropped_total{reason=\"not_http\"} 3"));
+        for d in Drop::ALL {
+            assert!(text.contains(d.label()), "{} missing", d.label());
+        }
+        assert!(text.contains("tracewire_spans_exported_total 0"));
+    }
+}

@@ -1,0 +1,87 @@
+// Java peer for the Tracewire end-to-end tests, run as a single-file source program (JDK 11+):
+//
+//   java JavaHttp.java server PORT              com.sun.net.httpserver on 127.0.0.1:PORT:
+//                                               /ok 200, /fail 500, anything else 404
+//   java JavaHttp.java client USER_AGENT URL... GET each URL in turn with java.net.http.HttpClient,
+//                                               print "STATUS URL", exit
+//
+// The client pins HTTP/1.1: HttpClient's default (HTTP_2) would add an h2c Upgrade offer to every
+// cleartext request, which is not the traffic these tests mean to produce.
+
+import com.sun.net.httpserver.HttpExchange;
+import com.sun.net.httpserver.HttpServer;
+import java.io.IOException;
+import java.io.OutputStream;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.Arrays;
+import java.util.List;
+
+public class JavaHttp {
+    public static void main(String[] args) throws Exception {
+        if (args.length == 2 && args[0].equals("server")) {
+            serve(Integer.parseInt(args[1]));
+        } else if (args.length >= 3 && args[0].equals("client")) {
+            System.exit(client(args[1], Arrays.asList(args).subList(2, args.length)));
+        } else {
+            System.err.println("usage: java JavaHttp.java server PORT | java JavaHttp.java client USER_AGENT URL...");
+            System.exit(2);
+        }
+    }
+
+    static void serve(int port) throws IOException {
+        InetSocketAddress address = new InetSocketAddress(InetAddress.getByName("127.0.0.1"), port);
+        HttpServer server = HttpServer.create(address, 0);
+        server.createContext("/", JavaHttp::route);
+        server.start();
+        System.out.println("listening on 127.0.0.1:" + port);
+    }
+
+    static void route(HttpExchange exchange) throws IOException {
+        exchange.getRequestBody().readAllBytes();
+        int status;
+        String body;
+        switch (exchange.getRequestURI().getPath()) {
+            case "/ok":
+                status = 200;
+                body = "ok\n";
+                break;
+            case "/fail":
+                status = 500;
+                body = "fail\n";
+                break;
+            default:
+                status = 404;
+                body = "missing\n";
+        }
+        byte[] bytes = body.getBytes(StandardCharsets.UTF_8);
+        exchange.getResponseHeaders().set("Content-Type", "text/plain");
+        exchange.sendResponseHeaders(status, bytes.length);
+        try (OutputStream out = exchange.getResponseBody()) {
+            out.write(bytes);
+        }
+    }
+
+    static int client(String userAgent, List<String> urls) throws IOException, InterruptedException {
+        HttpClient client = HttpClient.newBuilder()
+                .version(HttpClient.Version.HTTP_1_1)
+                .connectTimeout(Duration.ofSeconds(10))
+                .build();
+        for (String url : urls) {
+            HttpRequest request = HttpRequest.newBuilder(URI.create(url))
+                    .header("User-Agent", userAgent)
+                    .timeout(Duration.ofSeconds(10))
+                    .GET()
+                    .build();
+            HttpResponse<String> response = client.send(request, HttpResponse.BodyHandlers.ofString());
+            System.out.println(response.statusCode() + " " + url);
+        }
+        return 0;
+    }
+}

@@ -1,0 +1,3 @@
+module tracewire.test/go_http
+
+go 1.19

@@ -1,0 +1,69 @@
+// Node.js peer for the Tracewire end-to-end tests.
+//
+//   node node_http.js server PORT              serve /ok 200, /fail 500, anything else 404 on 127.0.0.1:PORT
+//   node node_http.js client USER_AGENT URL... GET each URL in turn with http.get, print "STATUS URL", exit
+//
+// Only the core `http` module is used, so nothing needs installing besides node itself.
+'use strict';
+
+const http = require('http');
+
+const ROUTES = {
+  '/ok': [200, 'ok\n'],
+  '/fail': [500, 'fail\n'],
+};
+
+function serve(port) {
+  const server = http.createServer((req, res) => {
+    req.resume();
+    const path = req.url.split('?')[0];
+    const [status, body] = ROUTES[path] || [404, 'missing\n'];
+    res.writeHead(status, {
+      'Content-Type': 'text/plain',
+      'Content-Length': Buffer.byteLength(body),
+    });
+    res.end(body);
+  });
+  server.listen(port, '127.0.0.1', () => {
+    console.log(`listening on 127.0.0.1:${port}`);
+  });
+  for (const signal of ['SIGINT', 'SIGTERM']) {
+    process.on(signal, () => server.close(() => process.exit(0)));
+  }
+}
+
+function get(url, userAgent) {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { headers: { 'User-Agent': userAgent } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.setTimeout(10000, () => req.destroy(new Error(`timeout: ${url}`)));
+  });
+}
+
+async function client(userAgent, urls) {
+  for (const url of urls) {
+    const status = await get(url, userAgent);
+    console.log(`${status} ${url}`);
+  }
+}
+
+function usage() {
+  console.error('usage: node node_http.js server PORT | node node_http.js client USER_AGENT URL...');
+  process.exit(2);
+}
+
+const [mode, ...rest] = process.argv.slice(2);
+if (mode === 'server' && rest.length === 1) {
+  serve(Number(rest[0]));
+} else if (mode === 'client' && rest.length >= 2) {
+  client(rest[0], rest.slice(1)).catch((err) => {
+    console.error(err);
+    process.exit(1);
+  });
+} else {
+  usage();
+}

@@ -1,0 +1,195 @@
+//! The OTLP receiver the agent exports to: gRPC ([`grpc`]) or HTTP/protobuf ([`http`]) on
+//! 127.0.0.1:0, on a runtime of its own so tests stay plain blocking `#[test]` functions.
+
+mod grpc;
+mod http;
+mod record;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use tokio::net::TcpListener;
+use tokio::runtime::Runtime;
+
+pub use record::{SpanQuery, SpanRecord, flatten, path_of_url};
+
+/// How long a test waits for a span: agent batches go out every 200 ms in tests, so this is
+/// generous even for a JVM's first request.
+pub const SPAN_WAIT: Duration = Duration::from_secs(20);
+
+/// How long to keep listening after the expected spans arrived before counting them, so that a
+/// duplicate exported in a later batch is seen.
+pub const SETTLE: Duration = Duration::from_millis(1500);
+
+/// The two OTLP transports, named as `OTEL_EXPORTER_OTLP_PROTOCOL` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    Grpc,
+    HttpProtobuf,
+}
+
+impl OtlpProtocol {
+    pub fn env_value(self) -> &'static str {
+        match self {
+            Self::Grpc => "grpc",
+            Self::HttpProtobuf => "http/protobuf",
+        }
+    }
+}
+
+/// Everything received, shared with the server tasks.
+#[derive(Default)]
+struct Store {
+    requests: Mutex<Vec<ExportTraceServiceRequest>>,
+    errors: Mutex<Vec<String>>,
+}
+
+impl Store {
+    fn push(&self, request: ExportTraceServiceRequest) {
+        self.requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(request);
+    }
+
+    fn push_error(&self, error: String) {
+        self.errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(error);
+    }
+}
+
+/// A running OTLP receiver; it stops when dropped.
+pub struct OtlpReceiver {
+    protocol: OtlpProtocol,
+    addr: SocketAddr,
+    store: Arc<Store>,
+    runtime: Option<Runtime>,
+}
+
+impl OtlpReceiver {
+    pub fn start(protocol: OtlpProtocol) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("otlp-receiver")
+            .enable_all()
+            .build()
+            .context("building the receiver's runtime")?;
+        let listener = runtime
+            .block_on(TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
+            .context("binding the OTLP receiver on 127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let store = Arc::new(Store::default());
+        match protocol {
+            OtlpProtocol::Grpc => runtime.spawn(grpc::serve(listener, Arc::clone(&store))),
+            OtlpProtocol::HttpProtobuf => runtime.spawn(http::serve(listener, Arc::clone(&store))),
+        };
+        Ok(Self {
+            protocol,
+            addr,
+            store,
+            runtime: Some(runtime),
+        })
+    }
+
+    pub fn protocol(&self) -> OtlpProtocol {
+        self.protocol
+    }
+
+    /// The value for `OTEL_EXPORTER_OTLP_ENDPOINT`: for HTTP the base URL, to which exporters
+    /// append `/v1/traces`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<ExportTraceServiceRequest> {
+        self.store
+            .requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn spans(&self) -> Vec<SpanRecord> {
+        flatten(&self.requests())
+    }
+
+    /// Requests the receiver refused, and why.
+    pub fn errors(&self) -> Vec<String> {
+        self.store
+            .errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Every span received so far and every refused request, one per line, for failure messages.
+    pub fn report(&self) -> String {
+        let spans = self.spans();
+        let mut out = format!("{} span(s) received on {}:\n", spans.len(), self.endpoint());
+        for span in &spans {
+            out.push_str(&format!("  {span}\n"));
+        }
+        for error in self.errors() {
+            out.push_str(&format!("  refused: {error}\n"));
+        }
+        out
+    }
+
+    /// Polls until a span satisfies `predicate`, for up to [`SPAN_WAIT`].
+    pub fn wait_for_span(
+        &self,
+        what: &str,
+        predicate: impl Fn(&SpanRecord) -> bool,
+    ) -> Result<SpanRecord> {
+        let deadline = Instant::now() + SPAN_WAIT;
+        loop {
+            if let Some(found) = self.spans().into_iter().find(|s| predicate(s)) {
+                return Ok(found);
+            }
+            if Instant::now() >= deadline {
+                bail!("no {what} within {SPAN_WAIT:?}\n{}", self.report());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn wait_for(&self, query: &SpanQuery) -> Result<SpanRecord> {
+        self.wait_for_span(&query.to_string(), |s| query.matches(s))
+    }
+
+    /// Waits for a span per query, then for [`SETTLE`], and checks that each request produced
+    /// exactly one span. Returns the spans in query order.
+    pub fn wait_for_each(&self, queries: &[SpanQuery]) -> Result<Vec<SpanRecord>> {
+        for query in queries {
+            self.wait_for(query)?;
+        }
+        std::thread::sleep(SETTLE);
+        let spans = self.spans();
+        let mut found = Vec::with_capacity(queries.len());
+        for query in queries {
+            let matching: Vec<&SpanRecord> = spans.iter().filter(|s| query.matches(s)).collect();
+            match matching.as_slice() {
+                [one] => found.push((*one).clone()),
+                many => bail!(
+                    "expected exactly one {query}, got {}\n{}",
+                    many.len(),
+                    self.report()
+                ),
+            }
+        }
+        Ok(found)
+    }
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Reading the agent's Prometheus text exposition (format 0.0.4): enough to sum a counter's
+//! series and to see which label sets exist.
+
+/// One sample line: `name{labels} value [timestamp]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    /// The raw label set between the braces, empty when there is none.
+    pub labels: String,
+    pub value: f64,
+}
+
+/// Every sample in `text`; comments and malformed lines are skipped.
+pub fn samples(text: &str) -> Vec<Sample> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(parse_line)
+        .collect()
+}
+
+fn parse_line(line: &str) -> Option<Sample> {
+    let (series, rest) = match line.find('{') {
+        Some(open) => {
+            let close = line[open..].find('}')? + open;
+            (&line[..=close], &line[close + 1..])
+        }
+        None => line.split_at(line.find(char::is_whitespace)?),
+    };
+    let (name, labels) = match series.split_once('{') {
+        Some((name, labels)) => (name, labels.trim_end_matches('}')),
+        None => (series, ""),
+    };
+    let value = rest.split_whitespace().next()?.parse().ok()?;
+    Some(Sample {
+        name: name.to_string(),
+        labels: labels.to_string(),
+        value,
+    })
+}
+
+/// The sum over every series of `name`, or `None` when it has none.
+pub fn sum(text: &str, name: &str) -> Option<f64> {
+    let values: Vec<f64> = samples(text)
+        .into_iter()
+        .filter(|s| s.name == name)
+        .map(|s| s.value)
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// The label sets `name` has series for.
+pub fn label_sets(text: &str, name: &str) -> Vec<String> {
+    samples(text)
+        .into_iter()
+        .filter(|s| s.name == name)
+        .map(|s| s.labels)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "# HELP tracewire_spans_exported_total Spans exported.\n\
+        # TYPE tracewire_spans_exported_total counter\n\
+        tracewire_spans_exported_total{exporter=\"otlp\"} 3\n\
+        tracewire_spans_exported_total{exporter=\"stdout\"} 1 1700000000000\n\
+        tracewire_events_total 42\n\
+        tracewire_dropped_total{reason=\"ring_full\"} 0\n";
+
+    #[test]
+    fn sums_series_and_lists_labels() {
+        assert_eq!(sum(TEXT, "tracewire_spans_exported_total"), Some(4.0));
+        assert_eq!(sum(TEXT, "tracewire_events_total"), Some(42.0));
+        assert_eq!(sum(TEXT, "tracewire_missing_total"), None);
+        assert_eq!(
+            label_sets(TEXT, "tracewire_dropped_total"),
+            vec!["reason=\"ring_full\"".to_string()]
+        );
+    }
+}

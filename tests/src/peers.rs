@@ -1,0 +1,393 @@
+//! The programs the agent traces: servers on a free loopback port, clients that run to completion.
+//! The servers are checked-in programs under `tests/peers/` (plus python's stock `http.server` and
+//! nginx); every one answers `/ok` 200, `/fail` 500 and anything else 404.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+
+use crate::net::{free_port, wait_for_port};
+use crate::process::{ChildGuard, Shutdown, run_to_completion};
+use crate::tempdir::TempDir;
+
+/// JVM start-up plus compiling the single-file source takes a few seconds on a 2-core machine.
+const LISTEN_WAIT: Duration = Duration::from_secs(30);
+const CLIENT_WAIT: Duration = Duration::from_secs(60);
+
+/// What the agent should report as the resource of the process that made or served a request.
+#[derive(Clone, Debug)]
+pub struct ProcessIdentity {
+    pub pid: u32,
+    pub service_name: String,
+    /// Base name of `/proc/<pid>/exe`, as semconv defines `process.executable.name`.
+    pub executable_name: String,
+}
+
+/// A server peer listening on `127.0.0.1:port`; `serving` is the process that handles requests
+/// (for nginx the worker, not the master the test started).
+#[derive(Debug)]
+pub struct PeerServer {
+    pub guard: ChildGuard,
+    pub port: u16,
+    pub serving: ProcessIdentity,
+}
+
+impl PeerServer {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+/// A client peer that ran to completion.
+#[derive(Debug)]
+pub struct ClientRun {
+    pub process: ProcessIdentity,
+    pub stdout: String,
+}
+
+/// `name` on PATH (or in an sbin directory, which a non-login root PATH may lack).
+pub fn require_tool(name: &str) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let sbin = ["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from);
+    std::env::split_paths(&path)
+        .chain(sbin)
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+        .ok_or_else(|| {
+            anyhow!(
+                "`{name}` is not installed (not on PATH): the end-to-end tests need it; \
+                 `cargo xtask test` installs it"
+            )
+        })
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The base name a binary will have in `/proc/<pid>/exe`: symlinks resolved, as the kernel does.
+fn executable_name(binary: &Path) -> Result<String> {
+    let real = binary
+        .canonicalize()
+        .with_context(|| format!("resolving {}", binary.display()))?;
+    base_name(&real)
+}
+
+fn executable_name_of_pid(pid: u32) -> Result<String> {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .with_context(|| format!("reading /proc/{pid}/exe"))?;
+    base_name(&exe)
+}
+
+fn base_name(path: &Path) -> Result<String> {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .with_context(|| format!("{} has no file name", path.display()))
+}
+
+/// The real interpreter behind `python3`: a pyenv shim is a shell script, and the tests want the
+/// pid they hold to be python's own from the start.
+fn python_interpreter() -> Result<PathBuf> {
+    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let python3 = require_tool("python3").map_err(|e| format!("{e:#}"))?;
+            let output = Command::new(&python3)
+                .args(["-c", "import sys; print(sys.executable)"])
+                .output()
+                .map_err(|e| format!("running {}: {e}", python3.display()))?;
+            let path = String::from_utf8_lossy(&output.stdout).trim().to_string();
+            if !output.status.success() || path.is_empty() {
+                return Err(format!(
+                    "{} could not name its interpreter",
+                    python3.display()
+                ));
+            }
+            Ok(PathBuf::from(path))
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+/// Starts `server`, waits until it listens on `port`, and names the serving process.
+fn listening(mut guard: ChildGuard, port: u16, service_name: &str) -> Result<PeerServer> {
+    wait_for_port(port, &mut guard, LISTEN_WAIT)?;
+    let pid = guard.pid();
+    let serving = ProcessIdentity {
+        pid,
+        service_name: service_name.to_string(),
+        executable_name: executable_name_of_pid(pid)?,
+    };
+    Ok(PeerServer {
+        guard,
+        port,
+        serving,
+    })
+}
+
+/// `python3 -m http.server` serving a directory with `ok.html`, with `OTEL_SERVICE_NAME` set.
+/// It speaks HTTP/1.0 (the module's default), and answers 404 for anything but `/ok.html`.
+pub fn python_http_server(dir: &TempDir, service_name: &str) -> Result<PeerServer> {
+    let root = dir.join("www");
+    std::fs::create_dir_all(&root)?;
+    std::fs::write(root.join("ok.html"), "ok\n")?;
+    let port = free_port()?;
+    let mut command = Command::new(python_interpreter()?);
+    command
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+        ])
+        .arg(&root)
+        .env("OTEL_SERVICE_NAME", service_name)
+        .env("PYTHONUNBUFFERED", "1");
+    let guard = ChildGuard::spawn(
+        "python-http-server",
+        &mut command,
+        dir.path(),
+        Shutdown::Kill,
+    )?;
+    listening(guard, port, service_name)
+}
+
+/// nginx from `peers/nginx.conf.template`: a master and one worker. nginx rewrites its
+/// environment when it sets the process title, so no `OTEL_SERVICE_NAME` is set and the service
+/// name is the executable's, `nginx`.
+pub fn nginx_server(dir: &TempDir) -> Result<PeerServer> {
+    let nginx = require_tool("nginx")?;
+    let port = free_port()?;
+    let prefix = dir.join("nginx");
+    std::fs::create_dir_all(&prefix)?;
+    let template_path = crate::peers_dir().join("nginx.conf.template");
+    let template = std::fs::read_to_string(&template_path)
+        .with_context(|| format!("reading {}", template_path.display()))?;
+    let prefix_text = prefix
+        .to_str()
+        .context("temporary directory is not UTF-8")?;
+    let config = template
+        .replace("@PORT@", &port.to_string())
+        .replace("@DIR@", prefix_text);
+    let config_path = prefix.join("nginx.conf");
+    std::fs::write(&config_path, config)?;
+
+    let mut command = Command::new(&nginx);
+    command
+        .arg("-p")
+        .arg(&prefix)
+        .arg("-c")
+        .arg(&config_path)
+        .arg("-e")
+        .arg(prefix.join("error.log"))
+        .env_remove("OTEL_SERVICE_NAME");
+    // SIGTERM makes the master take its worker down; a SIGKILLed master would orphan it.
+    let shutdown = Shutdown::Signal {
+        signal: libc::SIGTERM,
+        grace: Duration::from_secs(5),
+    };
+    let mut guard = ChildGuard::spawn("nginx", &mut command, dir.path(), shutdown)?;
+    wait_for_port(port, &mut guard, LISTEN_WAIT)?;
+    let worker = nginx_worker(guard.pid())?;
+    let serving = ProcessIdentity {
+        pid: worker,
+        service_name: "nginx".to_string(),
+        executable_name: executable_name_of_pid(worker)?,
+    };
+    Ok(PeerServer {
+        guard,
+        port,
+        serving,
+    })
+}
+
+/// The single worker of the nginx master `master`.
+fn nginx_worker(master: u32) -> Result<u32> {
+    let children = format!("/proc/{master}/task/{master}/children");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed =
+            std::fs::read_to_string(&children).with_context(|| format!("reading {children}"))?;
+        let pids: Vec<u32> = listed
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        match pids.as_slice() {
+            [worker] => return Ok(*worker),
+            [] if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            _ => bail!("nginx master {master} has workers {pids:?}, expected exactly one"),
+        }
+    }
+}
+
+/// `curl` for one request: status code and the client's local port, as curl itself reports them.
+#[derive(Debug)]
+pub struct CurlRun {
+    pub process: ProcessIdentity,
+    pub status: u16,
+    pub local_port: u16,
+}
+
+/// Runs `curl URL` with `extra` options; curl's service name is its executable's, `curl`.
+pub fn curl(dir: &TempDir, url: &str, extra: &[&str]) -> Result<CurlRun> {
+    let binary = require_tool("curl")?;
+    let mut command = Command::new(&binary);
+    command
+        .args([
+            "--silent",
+            "--show-error",
+            "--max-time",
+            "10",
+            "--output",
+            "/dev/null",
+        ])
+        .args(["--write-out", "%{http_code} %{local_port}"])
+        .args(extra)
+        .arg(url)
+        .env_remove("OTEL_SERVICE_NAME");
+    let finished = run_to_completion("curl", &mut command, dir.path(), CLIENT_WAIT)?;
+    let (status, local_port) = finished
+        .stdout
+        .trim()
+        .split_once(' ')
+        .and_then(|(status, port)| Some((status.parse().ok()?, port.parse().ok()?)))
+        .with_context(|| format!("curl printed {:?}, expected \"CODE PORT\"", finished.stdout))?;
+    Ok(CurlRun {
+        process: ProcessIdentity {
+            pid: finished.pid,
+            service_name: "curl".to_string(),
+            executable_name: executable_name(&binary)?,
+        },
+        status,
+        local_port,
+    })
+}
+
+/// A language runtime with a server mode and a client mode in `tests/peers/`.
+#[derive(Clone, Copy, Debug)]
+pub enum Runtime {
+    /// `node_http.js` (core `http` module).
+    Node,
+    /// `JavaHttp.java` (com.sun.net.httpserver and java.net.http.HttpClient), single-file source.
+    Java,
+    /// `go_http/` (net/http), built once per run into the target directory.
+    Go,
+}
+
+impl Runtime {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Node => "node",
+            Self::Java => "java",
+            Self::Go => "go",
+        }
+    }
+
+    /// The program to run and the arguments that select server or client mode.
+    fn command(self, mode_args: &[String]) -> Result<(Command, PathBuf)> {
+        let (binary, mut leading) = match self {
+            Self::Node => (
+                require_tool("node")?,
+                vec![crate::peers_dir().join("node_http.js")],
+            ),
+            Self::Java => {
+                require_tool("javac")?;
+                (
+                    require_tool("java")?,
+                    vec![crate::peers_dir().join("JavaHttp.java")],
+                )
+            }
+            Self::Go => (go_peer_binary()?, Vec::new()),
+        };
+        leading.extend(mode_args.iter().map(PathBuf::from));
+        let mut command = Command::new(&binary);
+        command.args(leading);
+        Ok((command, binary))
+    }
+
+    /// Starts the runtime's server on a free port with `OTEL_SERVICE_NAME=service_name`.
+    pub fn start_server(self, dir: &TempDir, service_name: &str) -> Result<PeerServer> {
+        let port = free_port()?;
+        let (mut command, _) = self.command(&["server".to_string(), port.to_string()])?;
+        command.env("OTEL_SERVICE_NAME", service_name);
+        let name = format!("{}-server", self.name());
+        let guard = ChildGuard::spawn(&name, &mut command, dir.path(), Shutdown::Kill)?;
+        listening(guard, port, service_name)
+    }
+
+    /// Runs the runtime's client over `urls` in order (one process, so connections may be
+    /// reused), sending `user_agent`; every response must have arrived.
+    pub fn run_client(
+        self,
+        dir: &TempDir,
+        service_name: &str,
+        user_agent: &str,
+        urls: &[String],
+    ) -> Result<ClientRun> {
+        let mut args = vec!["client".to_string(), user_agent.to_string()];
+        args.extend_from_slice(urls);
+        let (mut command, binary) = self.command(&args)?;
+        command.env("OTEL_SERVICE_NAME", service_name);
+        let name = format!("{}-client", self.name());
+        let finished = run_to_completion(&name, &mut command, dir.path(), CLIENT_WAIT)?;
+        ensure!(
+            finished.stdout.lines().count() == urls.len(),
+            "{name} answered {} of {} requests:\n{}{}",
+            finished.stdout.lines().count(),
+            urls.len(),
+            finished.stdout,
+            finished.stderr
+        );
+        Ok(ClientRun {
+            process: ProcessIdentity {
+                pid: finished.pid,
+                service_name: service_name.to_string(),
+                executable_name: executable_name(&binary)?,
+            },
+            stdout: finished.stdout,
+        })
+    }
+}
+
+/// Builds `peers/go_http` once per test binary into `<target>/go/bin`, with Go's caches under
+/// `<target>/go` so the build neither needs nor touches anything outside the workspace.
+fn go_peer_binary() -> Result<PathBuf> {
+    static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BINARY
+        .get_or_init(|| build_go_peer().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+fn build_go_peer() -> Result<PathBuf> {
+    let go = require_tool("go")?;
+    let root = crate::target_dir().join("go");
+    let output_path = root.join("bin").join("go_http");
+    let output = Command::new(&go)
+        .args(["build", "-o"])
+        .arg(&output_path)
+        .arg(".")
+        .current_dir(crate::peers_dir().join("go_http"))
+        .env("GOCACHE", root.join("cache"))
+        .env("GOPATH", root.join("path"))
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "-mod=mod")
+        .env("GO111MODULE", "on")
+        .env("CGO_ENABLED", "0")
+        .output()
+        .with_context(|| format!("running {} build", go.display()))?;
+    ensure!(
+        output.status.success(),
+        "go build of tests/peers/go_http failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(output_path)
+}

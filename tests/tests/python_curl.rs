@@ -1,0 +1,59 @@
+//! curl → python `http.server`, the baseline pair, exported over both OTLP transports.
+//!
+//! python's `http.server` answers in HTTP/1.0, so curl is told to ask in HTTP/1.0 too: both ends of
+//! the connection then agree that `network.protocol.version` is "1.0".
+
+use anyhow::{Result, ensure};
+use tracewire_tests::peers::{self, CurlRun};
+use tracewire_tests::{
+    AgentGuard, Exchange, Export, OtlpProtocol, OtlpReceiver, TempDir, Window, check_exchanges,
+};
+
+const USER_AGENT: &str = "tracewire-e2e-curl/1.0";
+const CURL_OPTIONS: [&str; 3] = ["--http1.0", "--user-agent", USER_AGENT];
+
+fn curl_to_python(protocol: OtlpProtocol) -> Result<()> {
+    let dir = TempDir::new("python-curl")?;
+    let receiver = OtlpReceiver::start(protocol)?;
+    let python = peers::python_http_server(&dir, "tw-python")?;
+    let _agent = AgentGuard::start(Export::Otlp(&receiver), &[python.port], dir.path())?;
+    let window = Window::open();
+
+    let requests = [("/ok.html", 200), ("/missing", 404)];
+    let mut runs: Vec<CurlRun> = Vec::new();
+    for (path, status) in requests {
+        let run = peers::curl(&dir, &python.url(path), &CURL_OPTIONS)?;
+        ensure!(
+            run.status == status,
+            "curl GET {path}: {} instead of {status}",
+            run.status
+        );
+        runs.push(run);
+    }
+
+    let exchanges: Vec<Exchange<'_>> = requests
+        .iter()
+        .zip(&runs)
+        .map(|(&(path, status), run)| Exchange {
+            method: "GET",
+            path,
+            status,
+            server: &python,
+            client: &run.process,
+            client_port: Some(run.local_port),
+            protocol_version: "1.0",
+            user_agent: USER_AGENT,
+        })
+        .collect();
+    check_exchanges(&receiver, &exchanges, window)
+}
+
+#[test]
+fn curl_to_python_exported_over_otlp_grpc() -> Result<()> {
+    curl_to_python(OtlpProtocol::Grpc)
+}
+
+#[test]
+fn curl_to_python_exported_over_otlp_http_protobuf() -> Result<()> {
+    curl_to_python(OtlpProtocol::HttpProtobuf)
+}
