@@ -90,8 +90,9 @@ fn base_name(path: &Path) -> Result<String> {
         .with_context(|| format!("{} has no file name", path.display()))
 }
 
-/// The real interpreter behind `python3`: a pyenv shim is a shell script, and the tests want the
-/// pid they hold to be python's own from the start.
+/// The real interpreter behind `python3`, symlinks resolved: a pyenv shim is a shell script (the
+/// tests want the pid they hold to be python's own from the start), and running the resolved file
+/// makes the process's `comm` and the base name of its `/proc/<pid>/exe` the same (`python3.11`).
 fn python_interpreter() -> Result<PathBuf> {
     static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     PYTHON
@@ -108,7 +109,9 @@ fn python_interpreter() -> Result<PathBuf> {
                     python3.display()
                 ));
             }
-            Ok(PathBuf::from(path))
+            PathBuf::from(&path)
+                .canonicalize()
+                .map_err(|e| format!("resolving {path}: {e}"))
         })
         .clone()
         .map_err(anyhow::Error::msg)

@@ -36,7 +36,8 @@ impl Shutdown {
 }
 
 /// A spawned process, stopped per its [`Shutdown`] in `Drop`. Its stdout and stderr go to files in
-/// the test's log directory and are printed when the test fails.
+/// the test's log directory; `Drop` prints their tails to stderr, which libtest captures and shows
+/// only for a failed test (a test returning `Err` does not panic, so `Drop` cannot tell).
 #[derive(Debug)]
 pub struct ChildGuard {
     name: String,
@@ -45,6 +46,8 @@ pub struct ChildGuard {
     stdout: PathBuf,
     stderr: PathBuf,
     status: Option<ExitStatus>,
+    /// Set once the logs are known to be uninteresting (a client that succeeded).
+    quiet: bool,
 }
 
 impl ChildGuard {
@@ -89,6 +92,7 @@ impl ChildGuard {
             stdout,
             stderr,
             status: None,
+            quiet: false,
         })
     }
 
@@ -200,7 +204,7 @@ impl Drop for ChildGuard {
         if let Err(error) = self.stop() {
             eprintln!("tracewire-tests: stopping {}: {error:#}", self.name);
         }
-        if std::thread::panicking() {
+        if !self.quiet {
             eprintln!("{}", self.logs());
         }
     }
@@ -247,6 +251,7 @@ pub fn run_to_completion(
     if !status.success() {
         bail!("{name} failed ({status})\n{}", guard.logs());
     }
+    guard.quiet = true;
     Ok(Finished {
         pid: guard.pid(),
         status,

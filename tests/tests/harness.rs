@@ -14,8 +14,9 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
-use tracewire_tests::peers::{self, PeerServer, Runtime};
-use tracewire_tests::{OtlpProtocol, OtlpReceiver, SpanQuery, TempDir};
+use tracewire_tests::peers::{self, PeerServer, ProcessIdentity, Runtime};
+use tracewire_tests::semconv::{self, Window};
+use tracewire_tests::{Exchange, OtlpProtocol, OtlpReceiver, SpanQuery, TempDir, check_exchanges};
 
 /// Every route of `server` through curl, which must report the expected status.
 fn answers(dir: &TempDir, server: &PeerServer, routes: &[(&str, u16)]) -> Result<()> {
@@ -107,22 +108,28 @@ fn go_peer_answers_its_routes() -> Result<()> {
     runtime_answers(Runtime::Go)
 }
 
-/// One SERVER span from pid 4242 for `/probe`, as an exporter would send it.
-fn sample_request() -> ExportTraceServiceRequest {
-    let string = |key: &str, value: &str| KeyValue {
+fn string(key: &str, value: &str) -> KeyValue {
+    KeyValue {
         key: key.to_string(),
         value: Some(AnyValue {
             value: Some(any_value::Value::StringValue(value.to_string())),
         }),
         ..Default::default()
-    };
-    let int = |key: &str, value: i64| KeyValue {
+    }
+}
+
+fn int(key: &str, value: i64) -> KeyValue {
+    KeyValue {
         key: key.to_string(),
         value: Some(AnyValue {
             value: Some(any_value::Value::IntValue(value)),
         }),
         ..Default::default()
-    };
+    }
+}
+
+/// One SERVER span from pid 4242 for `/probe`, as an exporter would send it.
+fn sample_request() -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
@@ -153,14 +160,7 @@ fn sample_request() -> ExportTraceServiceRequest {
 #[test]
 fn grpc_receiver_stores_what_a_tonic_client_exports() -> Result<()> {
     let receiver = OtlpReceiver::start(OtlpProtocol::Grpc)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let mut client = TraceServiceClient::connect(receiver.endpoint()).await?;
-        client.export(sample_request()).await?;
-        anyhow::Ok(())
-    })?;
+    export_grpc(&receiver, sample_request())?;
     let span = receiver.wait_for(&SpanQuery::server(4242, "/probe"))?;
     ensure!(span.resource_str("service.name") == Some("probe"), "{span}");
     ensure!(
@@ -226,5 +226,158 @@ fn http_receiver_stores_protobuf_posts_and_refuses_other_media() -> Result<()> {
     let reply = post_traces(&receiver, "application/json", b"{}", false)?;
     ensure!(reply.starts_with("HTTP/1.1 415 "), "{reply:?}");
     ensure!(receiver.errors().len() == 1, "{}", receiver.report());
+    Ok(())
+}
+
+fn export_grpc(receiver: &OtlpReceiver, request: ExportTraceServiceRequest) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut client = TraceServiceClient::connect(receiver.endpoint()).await?;
+        client.export(request).await?;
+        anyhow::Ok(())
+    })
+}
+
+/// The SERVER and CLIENT spans the agent should export for `GET /missing` (404) from curl on
+/// `client_port` to `server`, with `tamper` applied to the server span's attributes.
+fn exchange_spans(
+    server: &PeerServer,
+    client: &ProcessIdentity,
+    client_port: u16,
+    tamper: impl Fn(&mut Span),
+) -> Result<ExportTraceServiceRequest> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    let start = u64::try_from(now.as_nanos())? - 5_000_000;
+    let resource = |process: &ProcessIdentity| -> Result<Resource> {
+        Ok(Resource {
+            attributes: vec![
+                string("service.name", &process.service_name),
+                int("process.pid", i64::from(process.pid)),
+                string("process.executable.name", &process.executable_name),
+                string("host.name", &semconv::host_name()?),
+                string("telemetry.sdk.name", "tracewire"),
+            ],
+            ..Default::default()
+        })
+    };
+    let span = |kind: SpanKind, id: u8, attributes: Vec<KeyValue>, error: bool| Span {
+        trace_id: vec![7; 16],
+        span_id: vec![id; 8],
+        name: "GET".to_string(),
+        kind: kind as i32,
+        start_time_unix_nano: start,
+        end_time_unix_nano: start + 1_000_000,
+        attributes,
+        status: error.then(|| opentelemetry_proto::tonic::trace::v1::Status {
+            code: opentelemetry_proto::tonic::trace::v1::status::StatusCode::Error as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let port = i64::from(server.port);
+    let mut server_span = span(
+        SpanKind::Server,
+        1,
+        vec![
+            string("http.request.method", "GET"),
+            string("url.path", "/missing"),
+            string("url.scheme", "http"),
+            int("http.response.status_code", 404),
+            string("server.address", "127.0.0.1"),
+            int("server.port", port),
+            string("client.address", "127.0.0.1"),
+            int("client.port", i64::from(client_port)),
+            string("network.protocol.version", "1.0"),
+            string("user_agent.original", "tracewire-harness/1.0"),
+        ],
+        false,
+    );
+    tamper(&mut server_span);
+    let client_span = span(
+        SpanKind::Client,
+        2,
+        vec![
+            string("http.request.method", "GET"),
+            string("server.address", "127.0.0.1"),
+            int("server.port", port),
+            string("url.full", &server.url("/missing")),
+            int("http.response.status_code", 404),
+        ],
+        true,
+    );
+    let resource_spans = |process: &ProcessIdentity, span: Span| -> Result<ResourceSpans> {
+        Ok(ResourceSpans {
+            resource: Some(resource(process)?),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span],
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+    };
+    Ok(ExportTraceServiceRequest {
+        resource_spans: vec![
+            resource_spans(&server.serving, server_span)?,
+            resource_spans(client, client_span)?,
+        ],
+    })
+}
+
+#[test]
+fn exchange_checks_accept_conforming_spans_and_name_each_mismatch() -> Result<()> {
+    let dir = TempDir::new("harness-exchange")?;
+    let python = peers::python_http_server(&dir, "tw-python")?;
+    let window = Window::open();
+    let curl = ProcessIdentity {
+        pid: 4343,
+        service_name: "curl".to_string(),
+        executable_name: "curl".to_string(),
+    };
+    let exchange = Exchange {
+        method: "GET",
+        path: "/missing",
+        status: 404,
+        server: &python,
+        client: &curl,
+        client_port: Some(50123),
+        protocol_version: "1.0",
+        user_agent: "tracewire-harness/1.0",
+    };
+
+    let conforming = OtlpReceiver::start(OtlpProtocol::Grpc)?;
+    export_grpc(&conforming, exchange_spans(&python, &curl, 50123, |_| {})?)?;
+    check_exchanges(&conforming, std::slice::from_ref(&exchange), window)?;
+
+    let tampered = OtlpReceiver::start(OtlpProtocol::Grpc)?;
+    let request = exchange_spans(&python, &curl, 50123, |span| {
+        span.status = Some(opentelemetry_proto::tonic::trace::v1::Status {
+            code: opentelemetry_proto::tonic::trace::v1::status::StatusCode::Error as i32,
+            ..Default::default()
+        });
+        span.attributes
+            .retain(|kv| kv.key != "server.port" && kv.key != "client.port");
+        span.attributes
+            .push(string("server.port", &python.port.to_string()));
+        span.attributes.push(int("client.port", 50999));
+        span.attributes.push(string("url.query", "password=x"));
+    })?;
+    export_grpc(&tampered, request)?;
+    let error = match check_exchanges(&tampered, &[exchange], window) {
+        Ok(()) => anyhow::bail!("a tampered SERVER span passed the checks"),
+        Err(error) => format!("{error:#}"),
+    };
+    for expected in [
+        "status is Error, expected Unset",
+        "server.port is missing or not an int",
+        "client.port is 50999, but the client's local port was 50123",
+        "url.query is exported",
+    ] {
+        ensure!(
+            error.contains(expected),
+            "{expected:?} not reported in:\n{error}"
+        );
+    }
     Ok(())
 }

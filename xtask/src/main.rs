@@ -1,1 +1,213 @@
-fn main() {}
+//! `cargo xtask`: every set-up, build and test step of Tracewire, so that a fresh machine needs
+//! nothing but `cargo xtask run` or `cargo xtask test`.
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Tracewire's build, run and test tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need (idempotent): nightly rust-src, bpf-linker built
+    /// against nightly's LLVM, Debian packages, and tracefs mounted.
+    Setup {
+        /// Also install the test peers (nginx, Go, Node, Java, curl, bpftool) and cargo-fuzz.
+        #[arg(long)]
+        test_peers: bool,
+    },
+    /// Build the agent (kernel programs included).
+    Build {
+        /// Optimised build at target/release/tracewire.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Set up, build in release, and run the agent as root; arguments after `--` go to it.
+    Run {
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Set up with every test peer, build once, run unit tests, bounded fuzzing, end-to-end
+    /// tests against the real agent, and lints.
+    Test {
+        /// Seconds each fuzz target runs (default 30, or TRACEWIRE_FUZZ_SECS).
+        #[arg(long)]
+        fuzz_secs: Option<u64>,
+        /// Skip clippy and rustfmt.
+        #[arg(long)]
+        no_lint: bool,
+    },
+}
+
+/// Prints the step, runs it, and fails with what failed and what to do.
+pub fn run(cmd: &mut Command, what: &str, fix: &str) -> Result<()> {
+    eprintln!("==> {what}");
+    eprintln!("    $ {}", render(cmd));
+    let status = cmd
+        .status()
+        .with_context(|| format!("{what}: could not start `{}`; {fix}", render(cmd)))?;
+    if !status.success() {
+        bail!("{what} failed ({status}); {fix}");
+    }
+    Ok(())
+}
+
+fn render(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd.env("PATH", setup::path_with_cargo_bin());
+    cmd
+}
+
+fn build(release: bool) -> Result<()> {
+    let mut cmd = cargo();
+    cmd.args(["build", "--package", "tracewire"]);
+    if release {
+        cmd.arg("--release");
+    }
+    run(
+        &mut cmd,
+        "building the agent and its kernel programs",
+        "read the compiler output above; `cargo xtask setup` installs the eBPF toolchain",
+    )
+}
+
+fn agent_binary() -> PathBuf {
+    workspace_root().join("target/release/tracewire")
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn fuzz(secs: u64) -> Result<()> {
+    let fuzz_dir = workspace_root().join("agent/fuzz");
+    let targets_dir = fuzz_dir.join("fuzz_targets");
+    let mut targets: Vec<String> = std::fs::read_dir(&targets_dir)
+        .with_context(|| format!("listing {}", targets_dir.display()))?
+        .flatten()
+        .filter_map(|e| {
+            let p = e.path();
+            if p.extension()? != "rs" {
+                return None;
+            }
+            Some(p.file_stem()?.to_string_lossy().into_owned())
+        })
+        .collect();
+    targets.sort();
+    for target in targets {
+        let corpus = workspace_root().join("target/fuzz-corpus").join(&target);
+        std::fs::create_dir_all(&corpus)?;
+        let seeds = workspace_root().join("agent/src/protocol/fixtures").join(&target);
+        let mut cmd = Command::new("cargo");
+        cmd.current_dir(&fuzz_dir)
+            .env("PATH", setup::path_with_cargo_bin())
+            .env("CARGO_TARGET_DIR", workspace_root().join("target/fuzz"))
+            .args(["+nightly", "fuzz", "run", &target])
+            .arg(&corpus);
+        if seeds.is_dir() {
+            cmd.arg(&seeds);
+        }
+        cmd.args(["--", &format!("-max_total_time={secs}"), "-rss_limit_mb=2048"]);
+        run(
+            &mut cmd,
+            &format!("fuzzing {target} for {secs} s"),
+            "a crash input was written under agent/fuzz/artifacts: add it as a unit test and fix the parser",
+        )?;
+    }
+    Ok(())
+}
+
+fn test(fuzz_secs: Option<u64>, no_lint: bool) -> Result<()> {
+    let started = Instant::now();
+    setup::setup(true)?;
+    build(true)?;
+    run(
+        cargo()
+            .args(["test", "--release", "--workspace", "--exclude", "tracewire-tests"]),
+        "unit tests",
+        "a unit test failed: see its output above",
+    )?;
+    let secs = fuzz_secs
+        .or_else(|| std::env::var("TRACEWIRE_FUZZ_SECS").ok()?.parse().ok())
+        .unwrap_or(30);
+    fuzz(secs)?;
+    run(
+        cargo()
+            .args(["test", "--release", "--package", "tracewire-tests", "--", "--test-threads=1"])
+            .env("TRACEWIRE_BIN", agent_binary()),
+        "end-to-end tests (real agent, real eBPF, real peers)",
+        "an end-to-end test failed: its output above shows the agent's log and what the receiver got",
+    )?;
+    if !no_lint {
+        run(
+            cargo().args(["fmt", "--all", "--", "--check"]),
+            "rustfmt",
+            "run `cargo fmt --all`",
+        )?;
+        run(
+            cargo().args(["clippy", "--release", "--all-targets", "--", "-D", "warnings"]),
+            "clippy",
+            "fix the lints above",
+        )?;
+    }
+    eprintln!("==> all tests passed in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup { test_peers } => setup::setup(test_peers),
+        Task::Build { release } => {
+            setup::setup(false)?;
+            build(release)
+        }
+        Task::Run { args } => {
+            setup::setup(false)?;
+            build(true)?;
+            let mut cmd = if is_root() {
+                Command::new(agent_binary())
+            } else {
+                eprintln!("==> not root: running the agent with sudo (eBPF needs root)");
+                let mut c = Command::new("sudo");
+                c.arg("-E").arg(agent_binary());
+                c
+            };
+            cmd.args(&args);
+            run(
+                &mut cmd,
+                "running tracewire (Ctrl-C stops it)",
+                "see the agent's message above; `tracewire check` tells what this host supports",
+            )
+        }
+        Task::Test { fuzz_secs, no_lint } => test(fuzz_secs, no_lint),
+    }
+}

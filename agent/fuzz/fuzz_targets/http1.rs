@@ -26,12 +26,20 @@ fuzz_target!(|input: &[u8]| {
     if let Parse::Complete(head, consumed) = http1::parse_request(input) {
         assert!(consumed <= input.len());
         assert!(head.target.len() <= http1::MAX_TARGET_BYTES);
-        bodies.push((http1::request_body(&head), input.get(consumed..).unwrap_or_default()));
+        bodies.push((
+            http1::request_body(&head),
+            input.get(consumed..).unwrap_or_default(),
+        ));
     }
     if let Parse::Complete(head, consumed) = http1::parse_response(input) {
         assert!(consumed <= input.len());
         let body = input.get(consumed..).unwrap_or_default();
-        for method in [None, Some(Method::Get), Some(Method::Head), Some(Method::Connect)] {
+        for method in [
+            None,
+            Some(Method::Get),
+            Some(Method::Head),
+            Some(Method::Connect),
+        ] {
             bodies.push((http1::response_body(&head, method.as_ref()), body));
         }
     }
@@ -51,7 +59,11 @@ fn check_body(kind: BodyKind, data: &[u8], split: usize, gap: u64) {
         if head.complete {
             return Ok(head);
         }
-        assert_eq!(head.consumed, first.len(), "an open body takes all it is fed");
+        assert_eq!(
+            head.consumed,
+            first.len(),
+            "an open body takes all it is fed"
+        );
         pieces.feed(second).map(|tail| http1::BodyProgress {
             consumed: head.consumed + tail.consumed,
             complete: tail.complete,

@@ -295,13 +295,14 @@ pub enum BodyKind {
     UntilClose,
 }
 
-/// Chunked wins over Content-Length; a request without either has no body (never `UntilClose`).
+/// Chunked wins over Content-Length; a request without either, or with a zero length, has no body
+/// (never `UntilClose`): `BodyKind::None` means the message ends with its head.
 #[must_use]
 pub fn request_body(head: &RequestHead) -> BodyKind {
     match (head.chunked, head.content_length) {
         (true, _) => BodyKind::Chunked,
+        (false, Some(0) | None) => BodyKind::None,
         (false, Some(length)) => BodyKind::Length(length),
-        (false, None) => BodyKind::None,
     }
 }
 
@@ -317,9 +318,11 @@ pub fn response_body(head: &ResponseHead, request_method: Option<&Method>) -> Bo
         // A successful CONNECT turns the connection into a tunnel.
         (200..=299, Some(Method::Connect)) => BodyKind::UntilClose,
         _ if head.chunked => BodyKind::Chunked,
-        _ => head
-            .content_length
-            .map_or(BodyKind::UntilClose, BodyKind::Length),
+        _ => match head.content_length {
+            Some(0) => BodyKind::None,
+            Some(length) => BodyKind::Length(length),
+            None => BodyKind::UntilClose,
+        },
     }
 }
 
@@ -615,8 +618,9 @@ fn chunk_line_byte(chunk: Chunk, byte: u8) -> Result<State, FramingLost> {
 struct Framing {
     content_length: Option<u64>,
     transfer_encoding: bool,
-    /// The last transfer coding seen so far is chunked, and no earlier one was.
+    /// The last transfer coding seen so far is chunked.
     chunked_last: bool,
+    /// Some coding (chunked again, or another) followed chunked.
     chunked_misplaced: bool,
     close: bool,
     keep_alive: bool,
@@ -845,7 +849,7 @@ mod tests {
         ),
         (
             fixture!("java_httpclient_get.req"),
-            &[(Method::Get, "/api/items?page=2", 1, BodyKind::Length(0), 0)],
+            &[(Method::Get, "/api/items?page=2", 1, BodyKind::None, 0)],
         ),
         (
             fixture!("pipelined_two.req"),
@@ -1272,6 +1276,11 @@ mod tests {
                 BodyKind::Length(3),
             ),
             (b"HTTP/1.1 200 OK\r\n\r\n", None, BodyKind::UntilClose),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                None,
+                BodyKind::None,
+            ),
         ];
         for (bytes, method, want) in rows {
             let Parse::Complete(head, _) = parse_response(bytes) else {

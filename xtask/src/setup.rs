@@ -1,0 +1,205 @@
+//! Idempotent machine set-up: each step checks first and only installs what is missing.
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::run;
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"))
+}
+
+fn cargo_bin() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home().join(".cargo"))
+        .join("bin")
+}
+
+/// PATH with cargo's bin directory first, where bpf-linker and cargo-fuzz are installed.
+pub fn path_with_cargo_bin() -> String {
+    let current = std::env::var("PATH").unwrap_or_default();
+    format!("{}:{current}", cargo_bin().display())
+}
+
+fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.stderr(Stdio::null()).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn has(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn nightly_rust_src() -> Result<()> {
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        "nightly",
+    ]))
+    .unwrap_or_default();
+    if installed.is_empty() {
+        run(
+            Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]),
+            "installing the nightly toolchain (builds the kernel programs)",
+            "check that rustup can reach its distribution server",
+        )?;
+    }
+    if !installed.lines().any(|l| l.starts_with("rust-src")) {
+        run(
+            Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]),
+            "adding rust-src to nightly (needed for -Z build-std=core)",
+            "check that rustup can reach its distribution server",
+        )?;
+    }
+    Ok(())
+}
+
+/// bpf-linker links the kernel programs with nightly's own LLVM: it is built against a folder
+/// that exposes nightly's libLLVM, and loads it from there at run time, so that folder lives
+/// in a stable place under the home directory.
+fn bpf_linker() -> Result<()> {
+    let linker = cargo_bin().join("bpf-linker");
+    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
+        .context("`rustc +nightly --print sysroot` failed; is the nightly toolchain installed?")?;
+    let lib_dir = Path::new(&sysroot).join("lib");
+    let libllvm = std::fs::read_dir(&lib_dir)
+        .with_context(|| format!("listing {}", lib_dir.display()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM.so."))
+        .with_context(|| format!("no libLLVM.so.* in {}", lib_dir.display()))?;
+    let works = output(Command::new(&linker).arg("--version"))
+        .is_some_and(|v| v.contains(BPF_LINKER_VERSION));
+    if works {
+        return Ok(());
+    }
+    let verbose = output(Command::new("rustc").args(["+nightly", "-vV"])).unwrap_or_default();
+    let llvm_major = verbose
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .context("cannot read nightly's LLVM version from `rustc +nightly -vV`")?
+        .to_string();
+    let prefix = home().join(".local/share/tracewire/llvm");
+    let prefix_lib = prefix.join("lib");
+    std::fs::create_dir_all(&prefix_lib)
+        .with_context(|| format!("creating {}", prefix_lib.display()))?;
+    for name in ["libLLVM.so".to_string(), libllvm.clone()] {
+        let link = prefix_lib.join(&name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(lib_dir.join(&libllvm), &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+    }
+    run(
+        Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--no-default-features",
+                "--features",
+                &format!("llvm-{llvm_major}"),
+                "--force",
+            ])
+            .env("LLVM_PREFIX", &prefix),
+        &format!("building bpf-linker {BPF_LINKER_VERSION} against nightly's LLVM {llvm_major} (about 2 minutes)"),
+        "check that crates.io is reachable and that nightly ships libLLVM",
+    )
+}
+
+/// Debian packages, installed only when their command is missing.
+fn apt(test_peers: bool) -> Result<()> {
+    let mut wanted: Vec<&str> = Vec::new();
+    let needs = |cmd: &str| !has(cmd);
+    if test_peers {
+        for (cmd, pkg) in [
+            ("bpftool", "bpftool"),
+            ("nginx", "nginx-light"),
+            ("go", "golang-go"),
+            ("curl", "curl"),
+            ("node", "nodejs"),
+            ("javac", "openjdk-17-jdk-headless"),
+            ("python3", "python3"),
+            ("ip", "iproute2"),
+        ] {
+            if needs(cmd) {
+                wanted.push(pkg);
+            }
+        }
+    }
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    run(
+        Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"),
+        "refreshing Debian's package lists",
+        "apt-get needs root and access to Debian's mirrors",
+    )?;
+    run(
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&wanted)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        &format!("installing {}", wanted.join(" ")),
+        "apt-get needs root and access to Debian's mirrors",
+    )
+}
+
+fn cargo_fuzz() -> Result<()> {
+    if output(Command::new(cargo_bin().join("cargo-fuzz")).arg("--version")).is_some() {
+        return Ok(());
+    }
+    run(
+        Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]),
+        "installing cargo-fuzz (bounded fuzzing of every parser)",
+        "check that crates.io is reachable",
+    )
+}
+
+/// The agent mounts tracefs itself; set-up does it too so that tools like bpftool see it.
+fn tracefs() -> Result<()> {
+    if Path::new("/sys/kernel/tracing/events").is_dir() {
+        return Ok(());
+    }
+    run(
+        Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]),
+        "mounting tracefs at /sys/kernel/tracing",
+        "run as root",
+    )
+}
+
+pub fn setup(test_peers: bool) -> Result<()> {
+    if !has("rustup") {
+        bail!("rustup is not installed: the kernel programs need a nightly toolchain managed by rustup");
+    }
+    nightly_rust_src()?;
+    bpf_linker()?;
+    apt(test_peers)?;
+    if test_peers {
+        cargo_fuzz()?;
+    }
+    // Not fatal: without root the agent cannot run anyway, and says so.
+    if let Err(e) = tracefs() {
+        eprintln!("    warning: {e:#}");
+    }
+    eprintln!("==> set-up complete");
+    Ok(())
+}
