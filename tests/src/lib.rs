@@ -13,6 +13,10 @@
 //! Every process a test starts is owned by a guard ([`process::ChildGuard`], [`agent::AgentGuard`]) that
 //! stops it in `Drop`, so a failing test leaves no peer, agent or BPF program behind.
 //!
+//! `tests/harness.rs` checks the harness alone, with no agent: the peers answer their routes, the
+//! receivers store what a real OTLP client sends, and the span checks accept conforming spans and
+//! name each mismatch. When an end-to-end test fails and those pass, look at the agent.
+//!
 //! Tests are run by `cargo xtask test`, which installs the peers (curl, nginx, node, JDK, Go, bpftool),
 //! builds the agent, sets `TRACEWIRE_BIN`, and runs this crate as root with `--test-threads=1`.
 //! Cargo runs test binaries one after another, and [`serial`] keeps two tests of one binary from
@@ -41,8 +45,9 @@ pub use process::ChildGuard;
 pub use semconv::Window;
 pub use tempdir::TempDir;
 
-/// Two agents attached at once would each see the other's traffic scope and double the BPF load;
-/// [`AgentGuard::start`] holds this for the agent's whole life.
+/// Two agents attached at once would share the kernel's hooks and each other's failures, and the
+/// clean-stop test could not tell whose programs are left; [`AgentGuard::start`] holds this for
+/// the agent's whole life.
 static AGENT_SLOT: Mutex<()> = Mutex::new(());
 
 /// Waits until no other test of this binary runs an agent. A test that panicked while holding the

@@ -85,7 +85,7 @@ fn client_keepalive_pipelined_head_and_gap() {
             20,
             30,
             b"HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\nabcd",
-            10000 + 41,
+            10000 + b"HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\n".len() as u32,
         ),
         &mut out,
     );

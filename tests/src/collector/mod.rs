@@ -1,4 +1,4 @@
-//! The OTLP receiver the agent exports to: gRPC ([`grpc`]) or HTTP/protobuf ([`http`]) on
+//! The OTLP receiver the agent exports to: gRPC (`grpc.rs`) or HTTP/protobuf (`http.rs`) on
 //! 127.0.0.1:0, on a runtime of its own so tests stay plain blocking `#[test]` functions.
 
 mod grpc;
