@@ -20,7 +20,14 @@ pub enum EventKind {
     Data = 2,
     /// A tracked socket's file descriptor was closed.
     ConnClose = 3,
+    /// The environment block of a process seen for the first time, sent with its first
+    /// connection so that `OTEL_SERVICE_NAME` is known even when the process exits before user
+    /// space can read /proc.
+    ProcessEnv = 4,
 }
+
+/// Bytes of a process's environment block sent with [`EventKind::ProcessEnv`].
+pub const MAX_ENV: usize = MAX_CAPTURE;
 
 /// Which way bytes moved, seen from the traced process.
 #[repr(u8)]
@@ -125,6 +132,10 @@ pub struct KernelOffsets {
     pub sock_daddr: u32,
     pub sock_v6_rcv_saddr: u32,
     pub sock_v6_daddr: u32,
+    pub task_mm: u32,
+    pub mm_env_start: u32,
+    pub mm_env_end: u32,
+    pub _pad: u32,
 }
 
 /// Run-time settings for the kernel programs, written by user space before load.
@@ -183,8 +194,8 @@ const _: () = assert!(core::mem::size_of::<EventHeader>() == 48);
 const _: () = assert!(core::mem::size_of::<ConnTuple>() == 40);
 const _: () = assert!(core::mem::size_of::<ConnOpenEvent>() == 48 + 40 + 16);
 const _: () = assert!(core::mem::size_of::<DataEvent>() == 48 + MAX_CAPTURE);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 16 + 64);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 16 + 80);
 const _: () = assert!(MAX_CAPTURE.is_power_of_two());
 
 #[cfg(feature = "user")]

@@ -33,6 +33,10 @@ pub static CONFIG: ProbeConfig = ProbeConfig {
         sock_daddr: 0,
         sock_v6_rcv_saddr: 0,
         sock_v6_daddr: 0,
+        task_mm: 0,
+        mm_env_start: 0,
+        mm_env_end: 0,
+        _pad: 0,
     },
 };
 
@@ -90,6 +94,10 @@ pub struct Scratch {
 
 #[map]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Processes whose environment was already sent.
+#[map]
+pub static ENV_SENT: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
 
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(KERNEL_COUNTERS, 0);

@@ -11,7 +11,7 @@ const IPPROTO_TCP: u16 = 6;
 const SOCK_STREAM: u16 = 1;
 
 #[inline(always)]
-fn read<T>(base: u64, offset: u32) -> Option<T> {
+pub fn read<T>(base: u64, offset: u32) -> Option<T> {
     // SAFETY: bpf_probe_read_kernel copes with any address, returning an error on a fault.
     unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T).ok() }
 }

@@ -6,12 +6,12 @@
 //! for the fd -> socket walk, once.
 use agent_common::{
     ConnOpenEvent, ConnOrigin, Direction, EventHeader, EventKind, FdKey, KernelCounter,
-    MAX_CAPTURE, ProbeConfig, SELECT_CGROUP, SELECT_PID, SELECT_PORT, SockInfo,
+    MAX_CAPTURE, MAX_ENV, ProbeConfig, SELECT_CGROUP, SELECT_PID, SELECT_PORT, SockInfo,
 };
 use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_ktime_get_ns, bpf_probe_read_user, generated,
+        bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_user, generated,
     },
     macros::tracepoint,
     programs::TracePointContext,
@@ -19,7 +19,7 @@ use aya_ebpf::{
 
 use crate::{
     maps::{
-        EVENTS, IGNORED, IN_FLIGHT, InFlight, KIND_BUF, KIND_CONNECT, KIND_IOVEC,
+        ENV_SENT, EVENTS, IGNORED, IN_FLIGHT, InFlight, KIND_BUF, KIND_CONNECT, KIND_IOVEC,
         KIND_MSGHDR, KIND_NOCOPY, SCRATCH, SELECT_CGROUPS, SELECT_PIDS, SELECT_PORTS, SOCKETS,
         config, count,
     },
@@ -120,7 +120,8 @@ fn track(cfg: &ProbeConfig, pid_tgid: u64, fd: u32, origin: ConnOrigin) -> Optio
         // SAFETY: map lookups as above.
         let local = core::hint::black_box(unsafe { SELECT_PORTS.get(&tuple.local_port) }.is_some());
         // SAFETY: as above.
-        let remote = core::hint::black_box(unsafe { SELECT_PORTS.get(&tuple.remote_port) }.is_some());
+        let remote =
+            core::hint::black_box(unsafe { SELECT_PORTS.get(&tuple.remote_port) }.is_some());
         if !local && !remote {
             let _ = IGNORED.insert(&key, &0, 0);
             return None;
@@ -128,6 +129,8 @@ fn track(cfg: &ProbeConfig, pid_tgid: u64, fd: u32, origin: ConnOrigin) -> Optio
     }
     let _ = IGNORED.remove(&key);
     let _ = SOCKETS.insert(&key, &SockInfo { sock: sk }, 0);
+    // Before the open record, so user space knows the process when it sees the connection.
+    send_env(cfg, pid_tgid);
     let mut event = ConnOpenEvent {
         header: header(EventKind::ConnOpen, pid_tgid, fd, sk),
         tuple,
@@ -138,11 +141,79 @@ fn track(cfg: &ProbeConfig, pid_tgid: u64, fd: u32, origin: ConnOrigin) -> Optio
     let now = unsafe { bpf_ktime_get_ns() };
     event.header.start_ns = now;
     event.header.end_ns = now;
-    if EVENTS.output::<ConnOpenEvent>(&event, wakeup_flag(cfg)).is_err() {
+    if EVENTS
+        .output::<ConnOpenEvent>(&event, wakeup_flag(cfg))
+        .is_err()
+    {
         count(KernelCounter::RingFull);
     }
     count(KernelCounter::ConnsOpened);
     Some(sk)
+}
+
+/// Sends the environment block of a process the first time one of its connections is
+/// tracked. Short-lived clients (curl, a Go CLI) are often gone before user space could read
+/// /proc/PID/environ, and `OTEL_SERVICE_NAME` would be lost. User space keeps only the
+/// service-name variables of it.
+#[inline(always)]
+fn send_env(cfg: &ProbeConfig, pid_tgid: u64) {
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: map lookup as above.
+    if unsafe { ENV_SENT.get(&tgid) }.is_some() {
+        return;
+    }
+    let _ = ENV_SENT.insert(&tgid, &1, 0);
+    let off = &cfg.offsets;
+    // SAFETY: helper without preconditions.
+    let task = unsafe { bpf_get_current_task() };
+    let Some(mm) = sock::read::<u64>(task, off.task_mm) else {
+        return;
+    };
+    if mm == 0 {
+        return;
+    }
+    let (Some(start), Some(end)) = (
+        sock::read::<u64>(mm, off.mm_env_start),
+        sock::read::<u64>(mm, off.mm_env_end),
+    ) else {
+        return;
+    };
+    if end <= start {
+        return;
+    }
+    let total = end - start;
+    let mut len = total;
+    if len > MAX_ENV as u64 {
+        len = MAX_ENV as u64;
+    }
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: the per-CPU scratch slot is ours for this program run.
+    let scratch = unsafe { &mut *scratch };
+    if !copy_user(scratch.event.data.as_mut_ptr(), 0, start, len) {
+        count(KernelCounter::ReadFailed);
+        return;
+    }
+    let len = len & (2 * MAX_CAPTURE as u64 - 1);
+    if len > MAX_CAPTURE as u64 {
+        return;
+    }
+    let mut head = header(EventKind::ProcessEnv, pid_tgid, 0, 0);
+    head.total_len = if total > u32::MAX as u64 {
+        u32::MAX
+    } else {
+        total as u32
+    };
+    head.captured_len = len as u32;
+    scratch.event.header = head;
+    let size = core::mem::size_of::<EventHeader>() + len as usize;
+    // SAFETY: size <= header + MAX_CAPTURE, inside the scratch slot.
+    let record =
+        unsafe { core::slice::from_raw_parts((&raw const scratch.event).cast::<u8>(), size) };
+    if EVENTS.output::<[u8]>(record, wakeup_flag(cfg)).is_err() {
+        count(KernelCounter::RingFull);
+    }
 }
 
 /// The socket behind `fd` if it is one we trace, classifying it on first sight.
@@ -356,9 +427,8 @@ pub fn tw_exit_data(ctx: TracePointContext) -> u32 {
     scratch.event.header = head;
     let size = core::mem::size_of::<EventHeader>() + captured as usize;
     // SAFETY: size <= header + MAX_CAPTURE, inside the scratch slot.
-    let record = unsafe {
-        core::slice::from_raw_parts((&raw const scratch.event).cast::<u8>(), size)
-    };
+    let record =
+        unsafe { core::slice::from_raw_parts((&raw const scratch.event).cast::<u8>(), size) };
     if EVENTS.output::<[u8]>(record, wakeup_flag(&cfg)).is_err() {
         count(KernelCounter::RingFull);
     } else {
@@ -444,9 +514,11 @@ pub fn tw_enter_close(ctx: TracePointContext) -> u32 {
     // SAFETY: helper without preconditions.
     event.start_ns = unsafe { bpf_ktime_get_ns() };
     event.end_ns = event.start_ns;
-    if EVENTS.output::<EventHeader>(&event, wakeup_flag(&cfg)).is_err() {
+    if EVENTS
+        .output::<EventHeader>(&event, wakeup_flag(&cfg))
+        .is_err()
+    {
         count(KernelCounter::RingFull);
     }
     0
 }
-

@@ -85,7 +85,10 @@ fn glob_pids(globs: &[String]) -> anyhow::Result<Vec<u32>> {
         .map(|g| glob::Pattern::new(g).with_context(|| format!("--exe {g}: not a valid glob")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut pids = Vec::new();
-    for p in procfs::process::all_processes().context("listing /proc")?.flatten() {
+    for p in procfs::process::all_processes()
+        .context("listing /proc")?
+        .flatten()
+    {
         let Ok(exe) = p.exe() else { continue };
         let name = exe
             .file_name()
@@ -141,7 +144,10 @@ fn check_host(args: &RunArgs) -> anyhow::Result<ExitCode> {
         println!("tracewire can run on this host");
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("tracewire cannot run on this host: {} failed", fatal.join(", "));
+        println!(
+            "tracewire cannot run on this host: {} failed",
+            fatal.join(", ")
+        );
         Ok(ExitCode::FAILURE)
     }
 }
@@ -162,7 +168,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ExporterKind::Otlp => {
             let transport = otlp::Transport::from_env()?;
             tracing::info!(?transport, "exporting spans over OTLP");
-            Sink::Otlp(Box::new(otlp::OtlpSink::new(transport, process::host_name())?))
+            Sink::Otlp(Box::new(otlp::OtlpSink::new(
+                transport,
+                process::host_name(),
+            )?))
         }
     };
     let settings = Settings {
@@ -190,8 +199,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-    else {
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop the agent with SIGKILL");
         std::future::pending::<()>().await;
         return;
@@ -213,8 +224,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Check(args)) => check_host(&args),
-        Some(Command::Run(args)) => runtime().and_then(|rt| rt.block_on(run(args))).map(|()| ExitCode::SUCCESS),
-        None => runtime().and_then(|rt| rt.block_on(run(cli.run))).map(|()| ExitCode::SUCCESS),
+        Some(Command::Run(args)) => runtime()
+            .and_then(|rt| rt.block_on(run(args)))
+            .map(|()| ExitCode::SUCCESS),
+        None => runtime()
+            .and_then(|rt| rt.block_on(run(cli.run)))
+            .map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

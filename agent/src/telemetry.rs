@@ -90,6 +90,7 @@ pub struct Telemetry {
     pub events_open: AtomicU64,
     pub events_data: AtomicU64,
     pub events_close: AtomicU64,
+    pub events_process: AtomicU64,
     pub bytes_captured: AtomicU64,
     pub bytes_seen: AtomicU64,
     pub requests_parsed: AtomicU64,
@@ -114,6 +115,7 @@ impl Telemetry {
             events_open: AtomicU64::new(0),
             events_data: AtomicU64::new(0),
             events_close: AtomicU64::new(0),
+            events_process: AtomicU64::new(0),
             bytes_captured: AtomicU64::new(0),
             bytes_seen: AtomicU64::new(0),
             requests_parsed: AtomicU64::new(0),
@@ -136,7 +138,9 @@ impl Telemetry {
     }
 
     pub fn dropped(&self, reason: Drop) -> u64 {
-        self.drops.get(reason as usize).map_or(0, |c| c.load(Relaxed))
+        self.drops
+            .get(reason as usize)
+            .map_or(0, |c| c.load(Relaxed))
     }
 
     /// Kernel-side drops are per-CPU counters summed by user space; this sets their total.
@@ -167,6 +171,7 @@ impl Telemetry {
                 ("kind=\"open\"", self.events_open.load(Relaxed)),
                 ("kind=\"data\"", self.events_data.load(Relaxed)),
                 ("kind=\"close\"", self.events_close.load(Relaxed)),
+                ("kind=\"process\"", self.events_process.load(Relaxed)),
             ],
         );
         counter(

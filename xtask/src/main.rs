@@ -126,7 +126,9 @@ fn fuzz(secs: u64) -> Result<()> {
     for target in targets {
         let corpus = workspace_root().join("target/fuzz-corpus").join(&target);
         std::fs::create_dir_all(&corpus)?;
-        let seeds = workspace_root().join("agent/src/protocol/fixtures").join(&target);
+        let seeds = workspace_root()
+            .join("agent/src/protocol/fixtures")
+            .join(&target);
         let mut cmd = Command::new("cargo");
         cmd.current_dir(&fuzz_dir)
             .env("PATH", setup::path_with_cargo_bin())
@@ -136,7 +138,11 @@ fn fuzz(secs: u64) -> Result<()> {
         if seeds.is_dir() {
             cmd.arg(&seeds);
         }
-        cmd.args(["--", &format!("-max_total_time={secs}"), "-rss_limit_mb=2048"]);
+        cmd.args([
+            "--",
+            &format!("-max_total_time={secs}"),
+            "-rss_limit_mb=2048",
+        ]);
         run(
             &mut cmd,
             &format!("fuzzing {target} for {secs} s"),
@@ -151,8 +157,13 @@ fn test(fuzz_secs: Option<u64>, no_lint: bool) -> Result<()> {
     setup::setup(true)?;
     build(true)?;
     run(
-        cargo()
-            .args(["test", "--release", "--workspace", "--exclude", "tracewire-tests"]),
+        cargo().args([
+            "test",
+            "--release",
+            "--workspace",
+            "--exclude",
+            "tracewire-tests",
+        ]),
         "unit tests",
         "a unit test failed: see its output above",
     )?;
@@ -162,7 +173,14 @@ fn test(fuzz_secs: Option<u64>, no_lint: bool) -> Result<()> {
     fuzz(secs)?;
     run(
         cargo()
-            .args(["test", "--release", "--package", "tracewire-tests", "--", "--test-threads=1"])
+            .args([
+                "test",
+                "--release",
+                "--package",
+                "tracewire-tests",
+                "--",
+                "--test-threads=1",
+            ])
             .env("TRACEWIRE_BIN", agent_binary()),
         "end-to-end tests (real agent, real eBPF, real peers)",
         "an end-to-end test failed: its output above shows the agent's log and what the receiver got",
@@ -174,12 +192,22 @@ fn test(fuzz_secs: Option<u64>, no_lint: bool) -> Result<()> {
             "run `cargo fmt --all`",
         )?;
         run(
-            cargo().args(["clippy", "--release", "--all-targets", "--", "-D", "warnings"]),
+            cargo().args([
+                "clippy",
+                "--release",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
             "clippy",
             "fix the lints above",
         )?;
     }
-    eprintln!("==> all tests passed in {:.0} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "==> all tests passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

@@ -56,7 +56,13 @@ fn nightly_rust_src() -> Result<()> {
     .unwrap_or_default();
     if installed.is_empty() {
         run(
-            Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]),
+            Command::new("rustup").args([
+                "toolchain",
+                "install",
+                "nightly",
+                "--profile",
+                "minimal",
+            ]),
             "installing the nightly toolchain (builds the kernel programs)",
             "check that rustup can reach its distribution server",
         )?;
@@ -120,7 +126,9 @@ fn bpf_linker() -> Result<()> {
                 "--force",
             ])
             .env("LLVM_PREFIX", &prefix),
-        &format!("building bpf-linker {BPF_LINKER_VERSION} against nightly's LLVM {llvm_major} (about 2 minutes)"),
+        &format!(
+            "building bpf-linker {BPF_LINKER_VERSION} against nightly's LLVM {llvm_major} (about 2 minutes)"
+        ),
         "check that crates.io is reachable and that nightly ships libLLVM",
     )
 }
@@ -149,7 +157,9 @@ fn apt(test_peers: bool) -> Result<()> {
         return Ok(());
     }
     run(
-        Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"),
+        Command::new("apt-get")
+            .arg("update")
+            .env("DEBIAN_FRONTEND", "noninteractive"),
         "refreshing Debian's package lists",
         "apt-get needs root and access to Debian's mirrors",
     )?;
@@ -188,7 +198,9 @@ fn tracefs() -> Result<()> {
 
 pub fn setup(test_peers: bool) -> Result<()> {
     if !has("rustup") {
-        bail!("rustup is not installed: the kernel programs need a nightly toolchain managed by rustup");
+        bail!(
+            "rustup is not installed: the kernel programs need a nightly toolchain managed by rustup"
+        );
     }
     nightly_rust_src()?;
     bpf_linker()?;

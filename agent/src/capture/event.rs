@@ -49,7 +49,16 @@ impl DataChunk {
 pub enum CaptureEvent {
     Open(ConnOpen),
     Data(DataChunk),
-    Close { key: ConnKey, ts_ns: u64 },
+    Close {
+        key: ConnKey,
+        ts_ns: u64,
+    },
+    /// What a process's environment says its service is (None: it does not say). Only these
+    /// variables are kept from the environment block.
+    ProcessService {
+        tgid: u32,
+        service_name: Option<String>,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -117,6 +126,17 @@ pub fn decode(record: &[u8]) -> Result<CaptureEvent, DecodeError> {
                 payload: Bytes::copy_from_slice(payload),
             }))
         }
+        k if k == EventKind::ProcessEnv as u8 => {
+            let start = size_of::<EventHeader>();
+            let end = start
+                .checked_add(header.captured_len as usize)
+                .ok_or_else(short)?;
+            let env = record.get(start..end).ok_or_else(short)?;
+            Ok(CaptureEvent::ProcessService {
+                tgid: header.tgid,
+                service_name: super::process::service_name_from_environ(env),
+            })
+        }
         k if k == EventKind::ConnClose as u8 => Ok(CaptureEvent::Close {
             key,
             ts_ns: header.start_ns,
@@ -164,8 +184,7 @@ mod tests {
 
     fn bytes_of<T>(v: &T) -> Vec<u8> {
         // SAFETY: reading the bytes of a repr(C) POD value for the test.
-        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
-            .to_vec()
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
     }
 
     #[test]
@@ -188,7 +207,10 @@ mod tests {
         assert!(matches!(decode(&rec[..10]), Err(DecodeError::Short { .. })));
         let mut bad = rec.clone();
         bad[0] = 99;
-        assert_eq!(decode(&bad).err(), Some(DecodeError::UnknownKind { kind: 99 }));
+        assert_eq!(
+            decode(&bad).err(),
+            Some(DecodeError::UnknownKind { kind: 99 })
+        );
     }
 
     #[test]

@@ -272,8 +272,9 @@ impl Capture {
         } = self;
         // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long
         // as the RingBuf lives, and the AsyncFd owns the RingBuf.
-        let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-            .map_err(|e| CaptureError::Poll { source: e.into() })?;
+        let mut ring =
+            unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+                .map_err(|e| CaptureError::Poll { source: e.into() })?;
         let mut tick = tokio::time::interval(drain_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let counters = CounterReader { ebpf: &ebpf };
@@ -333,9 +334,10 @@ fn drain(ring: &mut RingBuf<MapData>, events: &mpsc::Sender<CaptureEvent>) {
                 match &ev {
                     CaptureEvent::Open(_) => &TELEMETRY.events_open,
                     CaptureEvent::Data(d) => {
-                        TELEMETRY
-                            .bytes_seen
-                            .fetch_add(u64::from(d.total_len), std::sync::atomic::Ordering::Relaxed);
+                        TELEMETRY.bytes_seen.fetch_add(
+                            u64::from(d.total_len),
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
                         TELEMETRY.bytes_captured.fetch_add(
                             d.payload.len() as u64,
                             std::sync::atomic::Ordering::Relaxed,
@@ -343,6 +345,7 @@ fn drain(ring: &mut RingBuf<MapData>, events: &mpsc::Sender<CaptureEvent>) {
                         &TELEMETRY.events_data
                     }
                     CaptureEvent::Close { .. } => &TELEMETRY.events_close,
+                    CaptureEvent::ProcessService { .. } => &TELEMETRY.events_process,
                 }
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if events.try_send(ev).is_err() {
@@ -379,19 +382,23 @@ fn fill_selection(ebpf: &mut Ebpf, cfg: &CaptureConfig) -> Result<(), CaptureErr
     {
         let mut ports = map::<u16, u8>(ebpf, "SELECT_PORTS")?;
         for port in &cfg.ports {
-            ports.insert(port, 1, 0).map_err(|source| CaptureError::Map {
-                name: "SELECT_PORTS",
-                source,
-            })?;
+            ports
+                .insert(port, 1, 0)
+                .map_err(|source| CaptureError::Map {
+                    name: "SELECT_PORTS",
+                    source,
+                })?;
         }
     }
     let mut cgroups = map::<u64, u8>(ebpf, "SELECT_CGROUPS")?;
     for dir in &cfg.cgroups {
         for id in cgroup_ids(dir)? {
-            cgroups.insert(id, 1, 0).map_err(|source| CaptureError::Map {
-                name: "SELECT_CGROUPS",
-                source,
-            })?;
+            cgroups
+                .insert(id, 1, 0)
+                .map_err(|source| CaptureError::Map {
+                    name: "SELECT_CGROUPS",
+                    source,
+                })?;
         }
     }
     Ok(())

@@ -57,6 +57,10 @@ pub fn resolve(path: &str) -> Result<KernelOffsets, OffsetError> {
         sock_daddr: r.offset("sock", &["__sk_common", "skc_daddr"])?,
         sock_v6_rcv_saddr: r.offset("sock", &["__sk_common", "skc_v6_rcv_saddr"])?,
         sock_v6_daddr: r.offset("sock", &["__sk_common", "skc_v6_daddr"])?,
+        task_mm: r.offset("task_struct", &["mm"])?,
+        mm_env_start: r.offset("mm_struct", &["env_start"])?,
+        mm_env_end: r.offset("mm_struct", &["env_end"])?,
+        _pad: 0,
     })
 }
 
@@ -110,7 +114,10 @@ impl Resolver<'_> {
     fn concrete(&self, mut t: Type, member: &str) -> Result<Type, OffsetError> {
         for _ in 0..16 {
             match t {
-                Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) | Type::Restrict(_)
+                Type::Typedef(_)
+                | Type::Const(_)
+                | Type::Volatile(_)
+                | Type::Restrict(_)
                 | Type::TypeTag(_) => {
                     let Some(bt) = t.as_btf_type() else { break };
                     t = self
@@ -186,7 +193,10 @@ mod tests {
     fn resolves_running_kernel() {
         let off = resolve(VMLINUX_BTF).expect("this host has BTF");
         assert!(off.task_files > 0);
-        assert_eq!(off.sock_daddr, 0, "skc_daddr starts sock_common on every kernel");
+        assert_eq!(
+            off.sock_daddr, 0,
+            "skc_daddr starts sock_common on every kernel"
+        );
         assert_eq!(off.sock_rcv_saddr, 4);
         assert!(off.sock_v6_daddr > off.sock_family);
         assert!(off.sock_protocol > off.sock_v6_rcv_saddr);

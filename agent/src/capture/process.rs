@@ -19,6 +19,8 @@ pub struct ProcessInfo {
 /// Bounded cache of [`ProcessInfo`] by pid.
 pub struct ProcessCache {
     entries: HashMap<u32, Arc<ProcessInfo>>,
+    /// Service names from the kernel's copy of environment blocks, by tgid.
+    from_kernel: HashMap<u32, Option<String>>,
     capacity: usize,
     with_command_line: bool,
 }
@@ -27,9 +29,20 @@ impl ProcessCache {
     pub fn new(capacity: usize, with_command_line: bool) -> Self {
         ProcessCache {
             entries: HashMap::new(),
+            from_kernel: HashMap::new(),
             capacity: capacity.max(1),
             with_command_line,
         }
+    }
+
+    /// Records what the environment block the kernel copied says (it arrives before the
+    /// process's first connection). A pid seen again is a new process: forget the old one.
+    pub fn learn_service(&mut self, pid: u32, service_name: Option<String>) {
+        if self.from_kernel.len() >= self.capacity {
+            self.from_kernel.clear();
+        }
+        self.from_kernel.insert(pid, service_name);
+        self.entries.remove(&pid);
     }
 
     /// The process's resource, reading /proc on first sight.
@@ -42,7 +55,11 @@ impl ProcessCache {
             // recency on the hot path.
             self.entries.clear();
         }
-        let info = Arc::new(load(pid, comm, self.with_command_line));
+        let mut info = load(pid, comm, self.with_command_line);
+        if let Some(Some(name)) = self.from_kernel.get(&pid) {
+            info.service_name = name.clone();
+        }
+        let info = Arc::new(info);
         self.entries.insert(pid, Arc::clone(&info));
         info
     }
@@ -82,10 +99,27 @@ fn load(pid: u32, comm: &str, with_command_line: bool) -> ProcessInfo {
     }
 }
 
+/// The service name in a raw environment block (`K=V\0K=V\0...`, possibly cut short).
+pub fn service_name_from_environ(block: &[u8]) -> Option<String> {
+    let mut env = HashMap::new();
+    for var in block.split(|b| *b == 0) {
+        for key in ["OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"] {
+            if let Some(value) = var
+                .strip_prefix(key.as_bytes())
+                .and_then(|rest| rest.strip_prefix(b"="))
+            {
+                env.insert(
+                    std::ffi::OsString::from(key),
+                    std::ffi::OsString::from(String::from_utf8_lossy(value).into_owned()),
+                );
+            }
+        }
+    }
+    service_name_from_env(&env)
+}
+
 /// `OTEL_SERVICE_NAME` wins over `service.name` in `OTEL_RESOURCE_ATTRIBUTES`, as in the SDKs.
-fn service_name_from_env(
-    env: &HashMap<std::ffi::OsString, std::ffi::OsString>,
-) -> Option<String> {
+fn service_name_from_env(env: &HashMap<std::ffi::OsString, std::ffi::OsString>) -> Option<String> {
     let get = |k: &str| {
         env.get(std::ffi::OsStr::new(k))
             .map(|v| v.to_string_lossy().trim().to_string())
@@ -136,7 +170,20 @@ mod tests {
             )])),
             Some("from-attrs".into())
         );
-        assert_eq!(service_name_from_env(&env(&[("OTEL_SERVICE_NAME", " ")])), None);
+        assert_eq!(
+            service_name_from_env(&env(&[("OTEL_SERVICE_NAME", " ")])),
+            None
+        );
+    }
+
+    #[test]
+    fn service_name_from_kernel_copy() {
+        let block = b"PATH=/bin\0OTEL_SERVICE_NAME=checkout\0HOME=/root\0OTEL_SERVICE_NAME_X=no\0";
+        assert_eq!(service_name_from_environ(block), Some("checkout".into()));
+        assert_eq!(service_name_from_environ(b"A=1\0OTEL_SERVICE_NAM"), None);
+        let mut cache = ProcessCache::new(4, false);
+        cache.learn_service(u32::MAX - 2, Some("from-kernel".into()));
+        assert_eq!(cache.get(u32::MAX - 2, "x").service_name, "from-kernel");
     }
 
     #[test]

@@ -12,7 +12,10 @@ use std::{
 
 use opentelemetry::{
     InstrumentationScope, KeyValue,
-    trace::{SpanContext, SpanId, SpanKind as OtelKind, Status as OtelStatus, TraceFlags, TraceId, TraceState},
+    trace::{
+        SpanContext, SpanId, SpanKind as OtelKind, Status as OtelStatus, TraceFlags, TraceId,
+        TraceState,
+    },
 };
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};
 use opentelemetry_sdk::{
@@ -31,11 +34,11 @@ pub enum Transport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum OtlpError {
-    #[error(
-        "OTEL_EXPORTER_OTLP_PROTOCOL={value} is not supported; use grpc or http/protobuf"
-    )]
+    #[error("OTEL_EXPORTER_OTLP_PROTOCOL={value} is not supported; use grpc or http/protobuf")]
     Protocol { value: String },
-    #[error("building the OTLP exporter failed: {source}; check OTEL_EXPORTER_OTLP_ENDPOINT and OTEL_EXPORTER_OTLP_HEADERS")]
+    #[error(
+        "building the OTLP exporter failed: {source}; check OTEL_EXPORTER_OTLP_ENDPOINT and OTEL_EXPORTER_OTLP_HEADERS"
+    )]
     Build {
         #[source]
         source: opentelemetry_otlp::ExporterBuildError,
@@ -59,9 +62,12 @@ impl Transport {
 
 /// Is a collector configured through the environment?
 pub fn endpoint_configured() -> bool {
-    ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
-        .iter()
-        .any(|k| std::env::var(k).is_ok_and(|v| !v.trim().is_empty()))
+    [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|k| std::env::var(k).is_ok_and(|v| !v.trim().is_empty()))
 }
 
 pub struct OtlpSink {

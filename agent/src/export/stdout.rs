@@ -59,7 +59,11 @@ pub fn line(span: &Span) -> String {
         span.name,
         target,
         text(span, sc::HTTP_RESPONSE_STATUS_CODE),
-        if span.status == Status::Error { " ERROR" } else { "" },
+        if span.status == Status::Error {
+            " ERROR"
+        } else {
+            ""
+        },
         hex(&span.trace_id),
         hex(&span.span_id),
     )

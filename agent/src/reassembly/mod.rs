@@ -135,6 +135,10 @@ impl ConnTable {
         }
     }
 
+    pub fn learn_service(&mut self, tgid: u32, service_name: Option<String>) {
+        self.processes.learn_service(tgid, service_name);
+    }
+
     pub fn len(&self) -> usize {
         self.conns.len()
     }
@@ -427,6 +431,9 @@ pub async fn run(
                 Some(CaptureEvent::Open(o)) => table.open(o, &mut out),
                 Some(CaptureEvent::Data(d)) => table.data(d, &mut out),
                 Some(CaptureEvent::Close { key, .. }) => table.close(key, &mut out),
+                Some(CaptureEvent::ProcessService { tgid, service_name }) => {
+                    table.learn_service(tgid, service_name)
+                }
                 None => break,
             },
             _ = sweep.tick() => table.evict_idle(monotonic_now_ns(), &mut out),

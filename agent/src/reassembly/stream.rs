@@ -218,7 +218,11 @@ mod tests {
                 1 << 20,
                 &mut |step| match step {
                     Step::Head { head, start_ns } => {
-                        seen.push(format!("{} {} @{start_ns}", head.method.as_str(), head.target));
+                        seen.push(format!(
+                            "{} {} @{start_ns}",
+                            head.method.as_str(),
+                            head.target
+                        ));
                         http1::request_body(&head)
                     }
                     Step::BodyEnd => {

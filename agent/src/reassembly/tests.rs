@@ -45,11 +45,23 @@ fn server_exchange_times_and_role() {
     open(&mut t, ConnOrigin::Accepted);
     let mut out = Vec::new();
     t.data(
-        chunk(Direction::Ingress, 5, 100, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n", 0),
+        chunk(
+            Direction::Ingress,
+            5,
+            100,
+            b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n",
+            0,
+        ),
         &mut out,
     );
     t.data(
-        chunk(Direction::Egress, 150, 160, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhe", 0),
+        chunk(
+            Direction::Egress,
+            150,
+            160,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhe",
+            0,
+        ),
         &mut out,
     );
     assert!(out.is_empty(), "body not complete yet");
@@ -125,8 +137,14 @@ fn close_ends_until_close_body_and_counts_unanswered() {
     let mut t = table();
     open(&mut t, ConnOrigin::Accepted);
     let mut out = Vec::new();
-    t.data(chunk(Direction::Ingress, 1, 2, b"GET / HTTP/1.0\r\n\r\n", 0), &mut out);
-    t.data(chunk(Direction::Egress, 3, 4, b"HTTP/1.0 200 OK\r\n\r\nbody", 0), &mut out);
+    t.data(
+        chunk(Direction::Ingress, 1, 2, b"GET / HTTP/1.0\r\n\r\n", 0),
+        &mut out,
+    );
+    t.data(
+        chunk(Direction::Egress, 3, 4, b"HTTP/1.0 200 OK\r\n\r\nbody", 0),
+        &mut out,
+    );
     t.data(chunk(Direction::Egress, 5, 6, b"more body", 0), &mut out);
     assert!(out.is_empty());
     t.close(KEY, &mut out);
@@ -150,10 +168,19 @@ fn interim_100_continue_and_non_http() {
         ),
         &mut out,
     );
-    t.data(chunk(Direction::Egress, 3, 4, b"HTTP/1.1 100 Continue\r\n\r\n", 0), &mut out);
+    t.data(
+        chunk(Direction::Egress, 3, 4, b"HTTP/1.1 100 Continue\r\n\r\n", 0),
+        &mut out,
+    );
     t.data(chunk(Direction::Ingress, 5, 6, b"hi", 0), &mut out);
     t.data(
-        chunk(Direction::Egress, 7, 8, b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n", 0),
+        chunk(
+            Direction::Egress,
+            7,
+            8,
+            b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+            0,
+        ),
         &mut out,
     );
     assert_eq!(out.len(), 1);

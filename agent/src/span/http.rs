@@ -62,7 +62,12 @@ fn host_for_url(host: &str) -> String {
     }
 }
 
-fn push_addr(attrs: &mut Vec<Attribute>, addr_key: &'static str, port_key: &'static str, a: SocketAddr) {
+fn push_addr(
+    attrs: &mut Vec<Attribute>,
+    addr_key: &'static str,
+    port_key: &'static str,
+    a: SocketAddr,
+) {
     attrs.push(Attribute::str(addr_key, a.ip().to_string()));
     attrs.push(Attribute::int(port_key, i64::from(a.port())));
 }
@@ -82,7 +87,10 @@ pub fn build(ex: &Exchange, clock: &Clock, opts: SpanOptions) -> Span {
     };
     let status = ex.response.as_ref().map(|r| r.status);
     if let Some(code) = status {
-        attrs.push(Attribute::int(sc::HTTP_RESPONSE_STATUS_CODE, i64::from(code)));
+        attrs.push(Attribute::int(
+            sc::HTTP_RESPONSE_STATUS_CODE,
+            i64::from(code),
+        ));
     }
     let (path, query) = path_and_query(&req.target);
     let host = req.host.as_deref().map(split_host);
@@ -114,7 +122,12 @@ pub fn build(ex: &Exchange, clock: &Clock, opts: SpanOptions) -> Span {
             }
             if let Some(remote) = ex.conn.remote {
                 push_addr(&mut attrs, sc::CLIENT_ADDRESS, sc::CLIENT_PORT, remote);
-                push_addr(&mut attrs, sc::NETWORK_PEER_ADDRESS, sc::NETWORK_PEER_PORT, remote);
+                push_addr(
+                    &mut attrs,
+                    sc::NETWORK_PEER_ADDRESS,
+                    sc::NETWORK_PEER_PORT,
+                    remote,
+                );
             }
             (SpanKind::Server, status.is_some_and(|s| s >= 500))
         }
@@ -146,7 +159,12 @@ pub fn build(ex: &Exchange, clock: &Clock, opts: SpanOptions) -> Span {
                 attrs.push(Attribute::str(sc::URL_FULL, full));
             }
             if let Some(r) = remote {
-                push_addr(&mut attrs, sc::NETWORK_PEER_ADDRESS, sc::NETWORK_PEER_PORT, r);
+                push_addr(
+                    &mut attrs,
+                    sc::NETWORK_PEER_ADDRESS,
+                    sc::NETWORK_PEER_PORT,
+                    r,
+                );
             }
             (SpanKind::Client, status.is_some_and(|s| s >= 400))
         }
@@ -235,7 +253,10 @@ mod tests {
         assert_eq!(s(&span, "server.address").as_deref(), Some("example.com"));
         assert_eq!(s(&span, "server.port").as_deref(), Some("8080"));
         assert_eq!(s(&span, "client.port").as_deref(), Some("41000"));
-        assert_eq!(s(&span, "http.response.status_code").as_deref(), Some("503"));
+        assert_eq!(
+            s(&span, "http.response.status_code").as_deref(),
+            Some("503")
+        );
         assert_eq!(s(&span, "error.type").as_deref(), Some("503"));
         assert_eq!(s(&span, "user_agent.original").as_deref(), Some("curl/8"));
         assert_eq!(span.status, Status::Error);
@@ -252,9 +273,18 @@ mod tests {
         );
         let span = build(&ex, &Clock::with_offset(0), SpanOptions::default());
         assert_eq!(span.kind, SpanKind::Client);
-        assert_eq!(s(&span, "url.full").as_deref(), Some("http://127.0.0.1:8080/x"));
+        assert_eq!(
+            s(&span, "url.full").as_deref(),
+            Some("http://127.0.0.1:8080/x")
+        );
         assert_eq!(span.status, Status::Error);
-        let with_query = build(&ex, &Clock::with_offset(0), SpanOptions { capture_query: true });
+        let with_query = build(
+            &ex,
+            &Clock::with_offset(0),
+            SpanOptions {
+                capture_query: true,
+            },
+        );
         assert_eq!(
             s(&with_query, "url.full").as_deref(),
             Some("http://127.0.0.1:8080/x?q=1")
@@ -267,7 +297,10 @@ mod tests {
         let span = build(&ex, &Clock::with_offset(0), SpanOptions::default());
         assert_eq!(span.name, "HTTP");
         assert_eq!(s(&span, "http.request.method").as_deref(), Some("_OTHER"));
-        assert_eq!(s(&span, "http.request.method_original").as_deref(), Some("FOO"));
+        assert_eq!(
+            s(&span, "http.request.method_original").as_deref(),
+            Some("FOO")
+        );
         assert_eq!(s(&span, "network.protocol.version").as_deref(), Some("1.0"));
         assert_eq!(s(&span, "server.address").as_deref(), Some("127.0.0.1"));
         assert_eq!(span.status, Status::Unset);

@@ -165,7 +165,10 @@ mod tests {
         let mono = clock_ns(libc::CLOCK_MONOTONIC) as u64;
         let wall = clock_ns(libc::CLOCK_REALTIME) as u64;
         let converted = clock.to_unix_ns(mono);
-        assert!(converted.abs_diff(wall) < 1_000_000, "{converted} vs {wall}");
+        assert!(
+            converted.abs_diff(wall) < 1_000_000,
+            "{converted} vs {wall}"
+        );
     }
 
     #[test]

@@ -346,20 +346,53 @@ fn invalid_heads() {
     let long_method = format!("{} / HTTP/1.1\r\n\r\n", "M".repeat(MAX_METHOD_BYTES + 1));
     let endless = [b"GET /".as_slice(), &[b'a'; MAX_HEAD_BYTES]].concat();
     let requests: &[(&[u8], Invalid)] = &[
-        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", Invalid::NotHttp),
+        (
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+            Invalid::NotHttp,
+        ),
         (b"SSH-2.0-OpenSSH_9.2\r\n", Invalid::NotHttp),
         // HTTP/2 prior knowledge is another protocol's business.
         (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", Invalid::NotHttp),
-        (b"GET / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", Invalid::ConflictingContentLength),
-        (b"POST / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n", Invalid::ConflictingContentLength),
-        (b"POST / HTTP/1.1\r\nContent-Length: abc\r\n\r\n", Invalid::BadContentLength),
-        (b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n", Invalid::BadContentLength),
-        (b"POST / HTTP/1.1\r\nContent-Length: 18446744073709551616\r\n\r\n", Invalid::BadContentLength),
-        (b"POST / HTTP/1.1\r\nContent-Length: \r\n\r\n", Invalid::BadContentLength),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", Invalid::BadTransferEncoding),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", Invalid::BadTransferEncoding),
-        (b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", Invalid::BadTransferEncoding),
-        (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", Invalid::BadTransferEncoding),
+        (
+            b"GET / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            Invalid::ConflictingContentLength,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n",
+            Invalid::ConflictingContentLength,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
+            Invalid::BadContentLength,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
+            Invalid::BadContentLength,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: 18446744073709551616\r\n\r\n",
+            Invalid::BadContentLength,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: \r\n\r\n",
+            Invalid::BadContentLength,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+            Invalid::BadTransferEncoding,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            Invalid::BadTransferEncoding,
+        ),
+        (
+            b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            Invalid::BadTransferEncoding,
+        ),
+        (
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            Invalid::BadTransferEncoding,
+        ),
         (b"GET / HTTP/2.0\r\n\r\n", Invalid::BadVersion),
         (b"GET /a b HTTP/1.1\r\n\r\n", Invalid::BadVersion),
         (b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", Invalid::BadHead),
