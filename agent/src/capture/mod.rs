@@ -289,7 +289,7 @@ impl Capture {
                 _ = tick.tick() => {
                     drain(ring.get_mut(), &events);
                     ticks = ticks.wrapping_add(1);
-                    if ticks % 64 == 0 {
+                    if ticks.is_multiple_of(64) {
                         TELEMETRY.set_kernel_ring_full(counters.get(KernelCounter::RingFull));
                     }
                 }

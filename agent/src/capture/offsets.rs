@@ -86,7 +86,7 @@ impl Resolver<'_> {
                 current = member_type;
             }
         }
-        if total_bits % 8 != 0 {
+        if !total_bits.is_multiple_of(8) {
             return Err(OffsetError::Bitfield {
                 owner: owner.to_string(),
                 member: path.join("."),

@@ -80,7 +80,7 @@ impl Sink {
                 TELEMETRY.drop_n(Drop::ExportFailed, n);
                 // The first failure, then one in a hundred: a collector outage must not flood
                 // the agent's own log.
-                if errors % 100 == 0 {
+                if errors.is_multiple_of(100) {
                     tracing::warn!(spans = n, %err, "span export failed; spans dropped");
                 }
             }

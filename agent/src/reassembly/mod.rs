@@ -411,9 +411,6 @@ impl Connection {
     }
 }
 
-#[cfg(test)]
-mod tests;
-
 /// The reassembly stage: events in, exchanges out, until the event queue closes. Idle
 /// connections are swept every few seconds.
 pub async fn run(
@@ -457,3 +454,6 @@ fn monotonic_now_ns() -> u64 {
         .saturating_mul(1_000_000_000)
         .saturating_add(ts.tv_nsec as u64)
 }
+
+#[cfg(test)]
+mod tests;

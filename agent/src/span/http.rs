@@ -42,11 +42,11 @@ fn path_and_query(target: &str) -> (&str, Option<&str>) {
 /// `host[:port]` or `[v6][:port]` from a Host header.
 fn split_host(host: &str) -> (String, Option<u16>) {
     let host = host.trim();
-    if let Some(rest) = host.strip_prefix('[') {
-        if let Some((h, after)) = rest.split_once(']') {
-            let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
-            return (h.to_string(), port);
-        }
+    if let Some(rest) = host.strip_prefix('[')
+        && let Some((h, after)) = rest.split_once(']')
+    {
+        let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
+        return (h.to_string(), port);
     }
     match host.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') => (h.to_string(), p.parse().ok()),

@@ -155,6 +155,22 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// The span stage: exchanges in, spans out to the export queue, until the input closes.
+pub async fn run(
+    mut exchanges: tokio::sync::mpsc::Receiver<crate::reassembly::Exchange>,
+    spans: tokio::sync::mpsc::Sender<Span>,
+    opts: http::SpanOptions,
+) {
+    let clock = Clock::new();
+    while let Some(ex) = exchanges.recv().await {
+        let span = http::build(&ex, &clock, opts);
+        crate::telemetry::TELEMETRY
+            .spans_built
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::export::enqueue(&spans, span);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,21 +191,5 @@ mod tests {
     fn ids_are_nonzero_and_hex() {
         assert_ne!(new_trace_id(), [0; 16]);
         assert_eq!(hex(&[0, 0xab, 0x10]), "00ab10");
-    }
-}
-
-/// The span stage: exchanges in, spans out to the export queue, until the input closes.
-pub async fn run(
-    mut exchanges: tokio::sync::mpsc::Receiver<crate::reassembly::Exchange>,
-    spans: tokio::sync::mpsc::Sender<Span>,
-    opts: http::SpanOptions,
-) {
-    let clock = Clock::new();
-    while let Some(ex) = exchanges.recv().await {
-        let span = http::build(&ex, &clock, opts);
-        crate::telemetry::TELEMETRY
-            .spans_built
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        crate::export::enqueue(&spans, span);
     }
 }
