@@ -5,7 +5,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::sync::watch;
 use tracewire::{
-    capture::{CaptureConfig, check, process},
+    capture::{CaptureConfig, check, process, select::ExeSelector},
     export::{BatchConfig, Sink, otlp, stdout::StdoutSink},
     pipeline::{self, Settings},
     reassembly::Limits,
@@ -51,8 +51,8 @@ struct RunArgs {
     /// Trace only processes in this cgroup v2 directory or below it (repeatable).
     #[arg(long = "cgroup", value_name = "DIR")]
     cgroups: Vec<PathBuf>,
-    /// Trace only processes whose executable path or name matches (repeatable; resolved when
-    /// the agent starts).
+    /// Trace only processes whose executable path or name matches (repeatable; processes
+    /// started later are picked up within a second).
     #[arg(long = "exe", value_name = "GLOB")]
     exes: Vec<String>,
     /// Trace only connections whose local or remote port is this (repeatable).
@@ -79,47 +79,13 @@ struct RunArgs {
     export_command_line: bool,
 }
 
-fn glob_pids(globs: &[String]) -> anyhow::Result<Vec<u32>> {
-    let patterns = globs
-        .iter()
-        .map(|g| glob::Pattern::new(g).with_context(|| format!("--exe {g}: not a valid glob")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut pids = Vec::new();
-    for p in procfs::process::all_processes()
-        .context("listing /proc")?
-        .flatten()
-    {
-        let Ok(exe) = p.exe() else { continue };
-        let name = exe
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if patterns
-            .iter()
-            .any(|pat| pat.matches_path(&exe) || pat.matches(&name))
-        {
-            pids.push(p.pid as u32);
-        }
-    }
-    Ok(pids)
-}
-
 fn capture_config(args: &RunArgs) -> anyhow::Result<CaptureConfig> {
-    let mut pids = args.pids.clone();
-    if !args.exes.is_empty() {
-        let matched = glob_pids(&args.exes)?;
-        if matched.is_empty() {
-            tracing::warn!(globs = ?args.exes, "--exe matches no running process");
-            // Keep the selection active: with nothing selected, nothing is traced.
-            pids.push(0);
-        }
-        pids.extend(matched);
-    }
     Ok(CaptureConfig {
         capture_bytes: args.capture_bytes,
         ring_buffer_bytes: args.ring_buffer_bytes,
         max_connections: args.max_connections,
-        pids,
+        pids: args.pids.clone(),
+        exes: ExeSelector::new(&args.exes)?,
         cgroups: args.cgroups.clone(),
         ports: args.ports.clone(),
         drain_interval: Duration::from_millis(10),

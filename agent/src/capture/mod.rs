@@ -8,6 +8,7 @@ pub mod check;
 pub mod event;
 pub mod offsets;
 pub mod process;
+pub mod select;
 
 use std::{os::fd::AsRawFd, path::Path, time::Duration};
 
@@ -131,6 +132,8 @@ pub struct CaptureConfig {
     pub pids: Vec<u32>,
     pub cgroups: Vec<std::path::PathBuf>,
     pub ports: Vec<u16>,
+    /// `--exe`: kept in sync with the running processes every second.
+    pub exes: select::ExeSelector,
     /// Drain period of the ring buffer when nothing woke the reader.
     pub drain_interval: Duration,
 }
@@ -140,6 +143,8 @@ pub struct Capture {
     ebpf: Ebpf,
     ring: RingBuf<MapData>,
     drain_interval: Duration,
+    pids: Vec<u32>,
+    exes: select::ExeSelector,
 }
 
 /// Mounts tracefs where the tracepoint attach code looks for it, if it is not there.
@@ -192,7 +197,7 @@ impl Capture {
         raise_memlock();
         let offsets = offsets::resolve(offsets::VMLINUX_BTF)?;
         let mut select = 0;
-        if !cfg.pids.is_empty() {
+        if !cfg.pids.is_empty() || !cfg.exes.is_empty() {
             select |= SELECT_PID;
         }
         if !cfg.cgroups.is_empty() {
@@ -255,6 +260,8 @@ impl Capture {
             ebpf,
             ring,
             drain_interval: cfg.drain_interval,
+            pids: cfg.pids.clone(),
+            exes: cfg.exes.clone(),
         })
     }
 
@@ -266,9 +273,11 @@ impl Capture {
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), CaptureError> {
         let Capture {
-            ebpf,
+            mut ebpf,
             ring,
             drain_interval,
+            pids,
+            exes,
         } = self;
         // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long
         // as the RingBuf lives, and the AsyncFd owns the RingBuf.
@@ -277,8 +286,8 @@ impl Capture {
                 .map_err(|e| CaptureError::Poll { source: e.into() })?;
         let mut tick = tokio::time::interval(drain_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let counters = CounterReader { ebpf: &ebpf };
         let mut ticks: u64 = 0;
+        let mut last_rescan = std::time::Instant::now();
         loop {
             tokio::select! {
                 guard = ring.readable_mut() => {
@@ -290,7 +299,11 @@ impl Capture {
                     drain(ring.get_mut(), &events);
                     ticks = ticks.wrapping_add(1);
                     if ticks.is_multiple_of(64) {
-                        TELEMETRY.set_kernel_ring_full(counters.get(KernelCounter::RingFull));
+                        TELEMETRY.set_kernel_ring_full(kernel_counter(&ebpf, KernelCounter::RingFull));
+                    }
+                    if !exes.is_empty() && last_rescan.elapsed() >= Duration::from_secs(1) {
+                        last_rescan = std::time::Instant::now();
+                        sync_exe_pids(&mut ebpf, &pids, &exes);
                     }
                 }
                 _ = shutdown.changed() => break,
@@ -298,7 +311,7 @@ impl Capture {
         }
         // A last drain so that what the kernel already sent is not lost on shutdown.
         drain(ring.get_mut(), &events);
-        TELEMETRY.set_kernel_ring_full(counters.get(KernelCounter::RingFull));
+        TELEMETRY.set_kernel_ring_full(kernel_counter(&ebpf, KernelCounter::RingFull));
         tracing::debug!(fd = ring.get_ref().as_raw_fd(), "capture stopped");
         drop(ring);
         drop(ebpf);
@@ -306,22 +319,44 @@ impl Capture {
     }
 }
 
-struct CounterReader<'a> {
-    ebpf: &'a Ebpf,
+/// Sum of a kernel per-CPU counter.
+fn kernel_counter(ebpf: &Ebpf, counter: KernelCounter) -> u64 {
+    let Some(map) = ebpf.map("COUNTERS") else {
+        return 0;
+    };
+    let Ok(array) = PerCpuArray::<_, u64>::try_from(map) else {
+        return 0;
+    };
+    array
+        .get(&(counter as u32), 0)
+        .map(|values| values.iter().sum())
+        .unwrap_or(0)
 }
 
-impl CounterReader<'_> {
-    fn get(&self, counter: KernelCounter) -> u64 {
-        let Some(map) = self.ebpf.map("COUNTERS") else {
-            return 0;
-        };
-        let Ok(array) = PerCpuArray::<_, u64>::try_from(map) else {
-            return 0;
-        };
-        array
-            .get(&(counter as u32), 0)
-            .map(|values| values.iter().sum())
-            .unwrap_or(0)
+/// Makes the kernel's pid selection the `--pid` list plus the processes `--exe` matches now.
+fn sync_exe_pids(ebpf: &mut Ebpf, fixed: &[u32], exes: &select::ExeSelector) {
+    let mut wanted = exes.running();
+    wanted.extend(fixed.iter().copied());
+    let Some(map) = ebpf.map_mut("SELECT_PIDS") else {
+        return;
+    };
+    let Ok(mut pids) = BpfHashMap::<_, u32, u8>::try_from(map) else {
+        return;
+    };
+    let present: Vec<u32> = pids.keys().flatten().collect();
+    for pid in &present {
+        if !wanted.contains(pid) {
+            let _ = pids.remove(pid);
+        }
+    }
+    for pid in wanted {
+        if !present.contains(&pid) {
+            if let Err(err) = pids.insert(pid, 1, 0) {
+                tracing::warn!(pid, %err, "cannot select process (--exe); is the 4096-process bound reached?");
+            } else {
+                tracing::info!(pid, "--exe selects a new process");
+            }
+        }
     }
 }
 
@@ -372,7 +407,12 @@ fn fill_selection(ebpf: &mut Ebpf, cfg: &CaptureConfig) -> Result<(), CaptureErr
     }
     {
         let mut pids = map::<u32, u8>(ebpf, "SELECT_PIDS")?;
-        for pid in &cfg.pids {
+        let mut selected: Vec<u32> = cfg.pids.clone();
+        selected.extend(cfg.exes.running());
+        if !cfg.exes.is_empty() && selected.len() == cfg.pids.len() {
+            tracing::warn!("--exe matches no running process yet; checking again every second");
+        }
+        for pid in &selected {
             pids.insert(pid, 1, 0).map_err(|source| CaptureError::Map {
                 name: "SELECT_PIDS",
                 source,
