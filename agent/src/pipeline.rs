@@ -15,8 +15,8 @@ use crate::{
 
 /// Events between the ring-buffer reader and reassembly.
 const EVENT_QUEUE: usize = 65536;
-/// Exchanges between reassembly and span building.
-const EXCHANGE_QUEUE: usize = 8192;
+/// Request starts and exchanges between reassembly and span building.
+const NOTICE_QUEUE: usize = 16384;
 
 pub struct Settings {
     pub capture: CaptureConfig,
@@ -63,15 +63,15 @@ pub async fn run(
         .store(true, std::sync::atomic::Ordering::Relaxed);
 
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
-    let (exchange_tx, exchange_rx) = mpsc::channel(EXCHANGE_QUEUE);
+    let (notice_tx, notice_rx) = mpsc::channel(NOTICE_QUEUE);
     let (span_tx, span_rx) = mpsc::channel(settings.batch.max_queue);
 
     let table = ConnTable::new(
         settings.limits,
         ProcessCache::new(4096, settings.export_command_line),
     );
-    let reassembly = tokio::spawn(reassembly::run(event_rx, exchange_tx, table));
-    let spans = tokio::spawn(span::run(exchange_rx, span_tx, settings.span));
+    let reassembly = tokio::spawn(reassembly::run(event_rx, notice_tx, table));
+    let spans = tokio::spawn(span::run(notice_rx, span_tx, settings.span));
     let exporter = tokio::spawn(export::run(span_rx, sink, settings.batch));
 
     let captured = capture.run(event_tx, shutdown).await;

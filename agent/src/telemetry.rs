@@ -40,10 +40,17 @@ pub enum Drop {
     ExportQueueFull,
     /// The exporter returned an error for a batch.
     ExportFailed,
+    /// A `traceparent` that breaks the W3C rules: ignored, the span starts a new trace.
+    InvalidTraceparent,
+    /// A call made while several requests were in flight on its thread (or, for Go, in its
+    /// process): its parent cannot be told, so it starts a new trace.
+    AmbiguousParent,
+    /// More requests in flight than the context table holds: their parent links are lost.
+    ContextOverflow,
 }
 
 impl Drop {
-    pub const ALL: [Drop; 16] = [
+    pub const ALL: [Drop; 19] = [
         Drop::KernelRingFull,
         Drop::EventQueueFull,
         Drop::MalformedRecord,
@@ -60,6 +67,9 @@ impl Drop {
         Drop::BufferBudget,
         Drop::ExportQueueFull,
         Drop::ExportFailed,
+        Drop::InvalidTraceparent,
+        Drop::AmbiguousParent,
+        Drop::ContextOverflow,
     ];
 
     pub fn label(self) -> &'static str {
@@ -80,6 +90,9 @@ impl Drop {
             Drop::BufferBudget => "buffer_budget",
             Drop::ExportQueueFull => "export_queue_full",
             Drop::ExportFailed => "export_failed",
+            Drop::InvalidTraceparent => "invalid_traceparent",
+            Drop::AmbiguousParent => "ambiguous_parent",
+            Drop::ContextOverflow => "context_overflow",
         }
     }
 }
@@ -96,6 +109,8 @@ pub struct Telemetry {
     pub requests_parsed: AtomicU64,
     pub spans_built: AtomicU64,
     pub spans_exported: AtomicU64,
+    /// Spans not exported because their trace is not sampled (incoming sampled flag 0).
+    pub spans_sampled_out: AtomicU64,
     pub export_errors: AtomicU64,
     pub connections_tracked: AtomicU64,
     /// Set once every probe is attached (`/ready`).
@@ -121,6 +136,7 @@ impl Telemetry {
             requests_parsed: AtomicU64::new(0),
             spans_built: AtomicU64::new(0),
             spans_exported: AtomicU64::new(0),
+            spans_sampled_out: AtomicU64::new(0),
             export_errors: AtomicU64::new(0),
             connections_tracked: AtomicU64::new(0),
             ready: AtomicBool::new(false),
@@ -211,6 +227,11 @@ impl Telemetry {
             "tracewire_spans_exported_total",
             "Spans accepted by the exporter.",
             &[("", self.spans_exported.load(Relaxed))],
+        );
+        counter(
+            "tracewire_spans_sampled_out_total",
+            "Spans not exported because their trace was not sampled upstream.",
+            &[("", self.spans_sampled_out.load(Relaxed))],
         );
         counter(
             "tracewire_export_errors_total",

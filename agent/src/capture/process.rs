@@ -1,7 +1,24 @@
 //! Who a process is, from /proc: the resource its spans carry. Read once per process (on its
 //! first connection) and cached with a bound; a process already gone falls back to the thread
 //! name the kernel recorded.
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, path::Path, sync::Arc};
+
+use crate::span::context::Threading;
+
+/// Go binaries carry a `.go.buildinfo` section; their goroutines move between OS threads.
+fn is_go_binary(path: &Path) -> bool {
+    use object::{Object as _, read::elf::ElfFile64};
+    // Read no more than a large binary's size; the section table is parsed, not executed.
+    const MAX_BINARY: u64 = 512 << 20;
+    if std::fs::metadata(path).map_or(true, |m| m.len() > MAX_BINARY) {
+        return false;
+    }
+    let Ok(data) = std::fs::read(path) else {
+        return false;
+    };
+    ElfFile64::<object::Endianness>::parse(&*data)
+        .is_ok_and(|elf| elf.section_by_name(".go.buildinfo").is_some())
+}
 
 /// The resource of one traced process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +31,8 @@ pub struct ProcessInfo {
     pub executable_path: Option<String>,
     /// Only with `--export-command-line`: command lines hold secrets too.
     pub command_line: Option<String>,
+    /// How the runtime maps requests to threads, for in-process parent links.
+    pub threading: Threading,
 }
 
 /// Bounded cache of [`ProcessInfo`] by pid.
@@ -82,6 +101,10 @@ fn load(pid: u32, comm: &str, with_command_line: bool) -> ProcessInfo {
         .as_ref()
         .and_then(|p| p.environ().ok())
         .and_then(|env| service_name_from_env(&env));
+    let threading = match &exe {
+        Some(path) if is_go_binary(path) => Threading::Migrating,
+        _ => Threading::PerThread,
+    };
     let command_line = if with_command_line {
         proc_
             .as_ref()
@@ -96,6 +119,7 @@ fn load(pid: u32, comm: &str, with_command_line: bool) -> ProcessInfo {
         executable_name,
         executable_path: exe.map(|p| p.to_string_lossy().into_owned()),
         command_line,
+        threading,
     }
 }
 
@@ -193,6 +217,11 @@ mod tests {
         assert_eq!(me.pid, std::process::id());
         assert!(!me.executable_name.is_empty());
         assert!(me.command_line.is_none());
+        assert_eq!(
+            me.threading,
+            Threading::PerThread,
+            "a Rust test binary is not Go"
+        );
         // A pid that cannot exist: the kernel's thread name is all there is.
         let gone = cache.get(u32::MAX - 1, "curl");
         assert_eq!(gone.service_name, "curl");

@@ -187,13 +187,16 @@ fn span_data(span: &Span, scope: &InstrumentationScope) -> SpanData {
             SpanId::from_bytes(span.span_id),
             TraceFlags::SAMPLED,
             false,
-            TraceState::default(),
+            span.tracestate
+                .as_deref()
+                .and_then(|s| s.parse::<TraceState>().ok())
+                .unwrap_or_default(),
         ),
         parent_span_id: span
             .parent_span_id
             .map(SpanId::from_bytes)
             .unwrap_or(SpanId::INVALID),
-        parent_span_is_remote: false,
+        parent_span_is_remote: span.parent_is_remote,
         span_kind: match span.kind {
             SpanKind::Server => OtelKind::Server,
             SpanKind::Client => OtelKind::Client,

@@ -20,6 +20,7 @@ use crate::{
         process::{ProcessCache, ProcessInfo},
     },
     protocol::http1::{self, BodyKind, RequestHead, ResponseHead},
+    span::context::RequestStart,
     telemetry::{Drop, TELEMETRY},
 };
 use stream::{Chunk, Grammar, MessageStream, Step};
@@ -41,9 +42,23 @@ pub struct ConnMeta {
     pub process: Arc<ProcessInfo>,
 }
 
+/// What reassembly tells the span stage, in stream order.
+#[derive(Debug, Clone)]
+pub enum Notice {
+    /// A request head was read (server) or written (client): its trace context is decided now,
+    /// while the order of requests across a process's threads is still known.
+    Started(RequestStart),
+    /// The request got its response.
+    Finished(Exchange),
+    /// The request will never get a response (connection closed, or bounds).
+    Abandoned { id: u64, tgid: u32 },
+}
+
 /// One request and its response on one connection: what a span is built from.
 #[derive(Debug, Clone)]
 pub struct Exchange {
+    /// Matches the [`RequestStart`] of this request.
+    pub id: u64,
     pub role: Role,
     pub conn: Arc<ConnMeta>,
     pub request: RequestHead,
@@ -98,6 +113,7 @@ const RESPONSES: Grammar<ResponseHead> = Grammar {
 const DETECT_CHUNKS: u8 = 4;
 
 struct PendingRequest {
+    id: u64,
     head: RequestHead,
     start_ns: u64,
     tid: u32,
@@ -123,6 +139,7 @@ pub struct ConnTable {
     processes: ProcessCache,
     limits: Limits,
     buffered: usize,
+    next_id: u64,
 }
 
 impl ConnTable {
@@ -132,6 +149,7 @@ impl ConnTable {
             processes,
             limits,
             buffered: 0,
+            next_id: 1,
         }
     }
 
@@ -162,7 +180,7 @@ impl ConnTable {
         }
     }
 
-    pub fn open(&mut self, open: ConnOpen, out: &mut Vec<Exchange>) {
+    pub fn open(&mut self, open: ConnOpen, out: &mut Vec<Notice>) {
         if let Some(old) = self.conns.remove(&open.key) {
             self.finish(old, out);
         }
@@ -184,7 +202,7 @@ impl ConnTable {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
-    pub fn close(&mut self, key: ConnKey, out: &mut Vec<Exchange>) {
+    pub fn close(&mut self, key: ConnKey, out: &mut Vec<Notice>) {
         if let Some(conn) = self.conns.remove(&key) {
             self.finish(conn, out);
         }
@@ -192,20 +210,24 @@ impl ConnTable {
 
     /// Ends a connection: a response framed by the close ends now; requests without a
     /// response are counted.
-    fn finish(&mut self, mut conn: Connection, out: &mut Vec<Exchange>) {
+    fn finish(&mut self, mut conn: Connection, out: &mut Vec<Notice>) {
         self.buffered = self
             .buffered
             .saturating_sub(conn.requests.buffered() + conn.responses.buffered());
         if let Some((req, resp)) = conn.answering.take() {
             let end = conn.last_response_ns;
-            out.push(conn.exchange(req, Some(resp), end));
+            out.push(Notice::Finished(conn.exchange(req, Some(resp), end)));
         }
         if !conn.pending.is_empty() {
             TELEMETRY.drop_n(Drop::NoResponse, conn.pending.len() as u64);
+            let tgid = conn.meta.process.pid;
+            for req in conn.pending.drain(..) {
+                out.push(Notice::Abandoned { id: req.id, tgid });
+            }
         }
     }
 
-    pub fn data(&mut self, chunk: DataChunk, out: &mut Vec<Exchange>) {
+    pub fn data(&mut self, chunk: DataChunk, out: &mut Vec<Notice>) {
         if !self.conns.contains_key(&chunk.key) {
             // The open record was lost (ring full) or the connection predates the agent's
             // user space: track it without addresses.
@@ -225,17 +247,18 @@ impl ConnTable {
         }
         let budget_left = self.limits.buffer_budget.saturating_sub(self.buffered);
         let max_pending = self.limits.max_pending;
+        let next_id = &mut self.next_id;
         let Some(conn) = self.conns.get_mut(&chunk.key) else {
             return;
         };
         let before = conn.requests.buffered() + conn.responses.buffered();
-        conn.on_chunk(chunk, budget_left, max_pending, out);
+        conn.on_chunk(chunk, budget_left, max_pending, next_id, out);
         let after = conn.requests.buffered() + conn.responses.buffered();
         self.buffered = (self.buffered + after).saturating_sub(before);
     }
 
     /// Forgets connections idle for longer than the timeout.
-    pub fn evict_idle(&mut self, now_ns: u64, out: &mut Vec<Exchange>) {
+    pub fn evict_idle(&mut self, now_ns: u64, out: &mut Vec<Notice>) {
         let timeout = self.limits.idle_timeout_ns;
         let idle: Vec<ConnKey> = self
             .conns
@@ -258,6 +281,7 @@ impl ConnTable {
 impl Connection {
     fn exchange(&self, req: PendingRequest, resp: Option<ResponseHead>, end_ns: u64) -> Exchange {
         Exchange {
+            id: req.id,
             role: self.role.unwrap_or(Role::Server),
             conn: Arc::clone(&self.meta),
             request: req.head,
@@ -273,7 +297,8 @@ impl Connection {
         chunk: DataChunk,
         budget_left: usize,
         max_pending: usize,
-        out: &mut Vec<Exchange>,
+        next_id: &mut u64,
+        out: &mut Vec<Notice>,
     ) {
         self.last_activity_ns = chunk.end_ns;
         if self.ignored {
@@ -313,6 +338,7 @@ impl Connection {
             };
             let tid = chunk.tid;
             let pending = &mut self.pending;
+            let process = &self.meta.process;
             self.requests.feed(
                 &REQUESTS,
                 Chunk {
@@ -330,7 +356,19 @@ impl Connection {
                         if pending.len() >= max_pending {
                             TELEMETRY.drop(Drop::TooManyPending);
                         } else {
+                            let id = *next_id;
+                            *next_id = next_id.wrapping_add(1);
+                            out.push(Notice::Started(RequestStart {
+                                id,
+                                server: role == Role::Server,
+                                tgid: process.pid,
+                                tid,
+                                threading: process.threading,
+                                traceparent: head.traceparent.clone(),
+                                tracestate: head.tracestate.clone(),
+                            }));
                             pending.push_back(PendingRequest {
+                                id,
                                 head,
                                 start_ns,
                                 tid,
@@ -399,7 +437,7 @@ impl Connection {
                 },
             );
             for (req, resp) in finished {
-                out.push(self.exchange(req, resp, end_ns));
+                out.push(Notice::Finished(self.exchange(req, resp, end_ns)));
             }
             if switched {
                 // After 101 the connection speaks another protocol (WebSocket, h2c).
@@ -411,11 +449,11 @@ impl Connection {
     }
 }
 
-/// The reassembly stage: events in, exchanges out, until the event queue closes. Idle
+/// The reassembly stage: events in, notices out, until the event queue closes. Idle
 /// connections are swept every few seconds.
 pub async fn run(
     mut events: tokio::sync::mpsc::Receiver<crate::capture::CaptureEvent>,
-    exchanges: tokio::sync::mpsc::Sender<Exchange>,
+    notices: tokio::sync::mpsc::Sender<Notice>,
     mut table: ConnTable,
 ) {
     use crate::capture::CaptureEvent;
@@ -435,8 +473,8 @@ pub async fn run(
             },
             _ = sweep.tick() => table.evict_idle(monotonic_now_ns(), &mut out),
         }
-        for ex in out.drain(..) {
-            if exchanges.try_send(ex).is_err() {
+        for notice in out.drain(..) {
+            if notices.try_send(notice).is_err() {
                 TELEMETRY.drop(Drop::ExportQueueFull);
             }
         }

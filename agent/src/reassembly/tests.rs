@@ -6,6 +6,16 @@ const KEY: ConnKey = ConnKey {
     sock: 0xabc,
 };
 
+/// The finished exchanges among the notices.
+fn finished(out: &[Notice]) -> Vec<&Exchange> {
+    out.iter()
+        .filter_map(|n| match n {
+            Notice::Finished(ex) => Some(ex),
+            _ => None,
+        })
+        .collect()
+}
+
 fn table() -> ConnTable {
     ConnTable::new(Limits::default(), ProcessCache::new(8, false))
 }
@@ -64,10 +74,10 @@ fn server_exchange_times_and_role() {
         ),
         &mut out,
     );
-    assert!(out.is_empty(), "body not complete yet");
+    assert!(finished(&out).is_empty(), "body not complete yet");
     t.data(chunk(Direction::Egress, 170, 180, b"llo", 0), &mut out);
-    assert_eq!(out.len(), 1);
-    let ex = &out[0];
+    assert_eq!(finished(&out).len(), 1);
+    let ex = finished(&out)[0];
     assert_eq!(ex.role, Role::Server);
     assert_eq!(ex.request.target, "/x");
     assert_eq!(ex.response.as_ref().map(|r| r.status), Some(200));
@@ -111,8 +121,8 @@ fn client_keepalive_pipelined_head_and_gap() {
         ),
         &mut out,
     );
-    let got: Vec<_> = out
-        .iter()
+    let got: Vec<_> = finished(&out)
+        .into_iter()
         .map(|e| {
             (
                 e.role,
@@ -146,10 +156,10 @@ fn close_ends_until_close_body_and_counts_unanswered() {
         &mut out,
     );
     t.data(chunk(Direction::Egress, 5, 6, b"more body", 0), &mut out);
-    assert!(out.is_empty());
+    assert!(finished(&out).is_empty());
     t.close(KEY, &mut out);
-    assert_eq!(out.len(), 1);
-    assert_eq!(out[0].end_ns, 6);
+    assert_eq!(finished(&out).len(), 1);
+    assert_eq!(finished(&out)[0].end_ns, 6);
     assert!(t.is_empty());
 }
 
@@ -183,8 +193,11 @@ fn interim_100_continue_and_non_http() {
         ),
         &mut out,
     );
-    assert_eq!(out.len(), 1);
-    assert_eq!(out[0].response.as_ref().map(|r| r.status), Some(201));
+    assert_eq!(finished(&out).len(), 1);
+    assert_eq!(
+        finished(&out)[0].response.as_ref().map(|r| r.status),
+        Some(201)
+    );
 
     // A binary protocol is given up on after a few chunks and costs nothing after that.
     let before = TELEMETRY.dropped(Drop::NotHttp);
@@ -195,7 +208,7 @@ fn interim_100_continue_and_non_http() {
         t.data(c, &mut out);
     }
     assert!(TELEMETRY.dropped(Drop::NotHttp) > before);
-    assert_eq!(out.len(), 1);
+    assert_eq!(finished(&out).len(), 1);
 }
 
 #[test]
@@ -216,4 +229,44 @@ fn table_is_bounded() {
     assert_eq!(t.len(), 2);
     t.evict_idle(u64::MAX, &mut out);
     assert!(t.is_empty());
+}
+
+#[test]
+fn notices_start_before_finish_and_abandon_on_close() {
+    let mut t = table();
+    open(&mut t, ConnOrigin::Accepted);
+    let mut out = Vec::new();
+    t.data(
+        chunk(
+            Direction::Ingress,
+            1,
+            2,
+            b"GET /a HTTP/1.1\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\nGET /b HTTP/1.1\r\n\r\n",
+            0,
+        ),
+        &mut out,
+    );
+    t.data(
+        chunk(
+            Direction::Egress,
+            3,
+            4,
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+            0,
+        ),
+        &mut out,
+    );
+    t.close(KEY, &mut out);
+    let kinds: Vec<String> = out
+        .iter()
+        .map(|n| match n {
+            Notice::Started(s) => format!("start {} {}", s.id, s.traceparent.is_some()),
+            Notice::Finished(ex) => format!("finish {}", ex.id),
+            Notice::Abandoned { id, .. } => format!("abandon {id}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["start 1 true", "start 2 false", "finish 1", "abandon 2"]
+    );
 }

@@ -2,7 +2,7 @@
 //! <https://opentelemetry.io/docs/specs/semconv/http/http-spans/>.
 use std::net::SocketAddr;
 
-use super::{Attribute, Clock, Span, SpanKind, Status, new_span_id, new_trace_id, semconv as sc};
+use super::{Attribute, Clock, Span, SpanKind, Status, context::SpanContext, semconv as sc};
 use crate::{
     protocol::http1::Method,
     reassembly::{Exchange, Role},
@@ -73,7 +73,7 @@ fn push_addr(
 }
 
 /// Builds the span of one exchange.
-pub fn build(ex: &Exchange, clock: &Clock, opts: SpanOptions) -> Span {
+pub fn build(ex: &Exchange, ctx: SpanContext, clock: &Clock, opts: SpanOptions) -> Span {
     let req = &ex.request;
     let method = req.method.as_str();
     let mut attrs = Vec::with_capacity(16);
@@ -173,9 +173,11 @@ pub fn build(ex: &Exchange, clock: &Clock, opts: SpanOptions) -> Span {
         attrs.push(Attribute::str(sc::ERROR_TYPE, code.to_string()));
     }
     Span {
-        trace_id: new_trace_id(),
-        span_id: new_span_id(),
-        parent_span_id: None,
+        trace_id: ctx.trace_id,
+        span_id: ctx.span_id,
+        parent_span_id: ctx.parent_span_id,
+        parent_is_remote: ctx.parent_is_remote,
+        tracestate: ctx.tracestate,
         kind,
         name,
         start_unix_ns: clock.to_unix_ns(ex.start_ns),
@@ -203,6 +205,7 @@ mod tests {
             panic!("fixture request does not parse")
         };
         Exchange {
+            id: 1,
             role,
             conn: Arc::new(ConnMeta {
                 local: Some("127.0.0.1:8080".parse().expect("addr")),
@@ -214,6 +217,7 @@ mod tests {
                     executable_name: "svc".into(),
                     executable_path: None,
                     command_line: None,
+                    threading: crate::span::context::Threading::PerThread,
                 }),
             }),
             request,
@@ -244,7 +248,12 @@ mod tests {
             b"GET /a/b?password=hunter2 HTTP/1.1\r\nHost: example.com:8080\r\nUser-Agent: curl/8\r\nAuthorization: Bearer x\r\n\r\n",
             503,
         );
-        let span = build(&ex, &Clock::with_offset(10), SpanOptions::default());
+        let span = build(
+            &ex,
+            SpanContext::new_root(),
+            &Clock::with_offset(10),
+            SpanOptions::default(),
+        );
         assert_eq!(span.kind, SpanKind::Server);
         assert_eq!(span.name, "GET");
         assert_eq!((span.start_unix_ns, span.end_unix_ns), (1_010, 3_510));
@@ -271,7 +280,12 @@ mod tests {
             b"GET /x?q=1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n",
             404,
         );
-        let span = build(&ex, &Clock::with_offset(0), SpanOptions::default());
+        let span = build(
+            &ex,
+            SpanContext::new_root(),
+            &Clock::with_offset(0),
+            SpanOptions::default(),
+        );
         assert_eq!(span.kind, SpanKind::Client);
         assert_eq!(
             s(&span, "url.full").as_deref(),
@@ -280,6 +294,7 @@ mod tests {
         assert_eq!(span.status, Status::Error);
         let with_query = build(
             &ex,
+            SpanContext::new_root(),
             &Clock::with_offset(0),
             SpanOptions {
                 capture_query: true,
@@ -294,7 +309,12 @@ mod tests {
     #[test]
     fn unknown_method_and_hosts() {
         let ex = exchange(Role::Server, b"FOO / HTTP/1.0\r\n\r\n", 200);
-        let span = build(&ex, &Clock::with_offset(0), SpanOptions::default());
+        let span = build(
+            &ex,
+            SpanContext::new_root(),
+            &Clock::with_offset(0),
+            SpanOptions::default(),
+        );
         assert_eq!(span.name, "HTTP");
         assert_eq!(s(&span, "http.request.method").as_deref(), Some("_OTHER"));
         assert_eq!(

@@ -1,5 +1,6 @@
 //! Spans: the one type that flows from reassembly to export, built from exchanges with the
 //! OpenTelemetry semantic conventions, and the clock that dates them.
+pub mod context;
 pub mod http;
 pub mod semconv;
 
@@ -62,6 +63,10 @@ pub struct Span {
     pub trace_id: [u8; 16],
     pub span_id: [u8; 8],
     pub parent_span_id: Option<[u8; 8]>,
+    /// The parent came in a `traceparent` from another process.
+    pub parent_is_remote: bool,
+    /// W3C `tracestate` carried over from the incoming request.
+    pub tracestate: Option<String>,
     pub kind: SpanKind,
     pub name: String,
     /// Nanoseconds since the Unix epoch.
@@ -155,19 +160,40 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// The span stage: exchanges in, spans out to the export queue, until the input closes.
+/// The span stage: notices in, spans out to the export queue, until the input closes. Trace
+/// contexts are decided as requests start, in the order reassembly saw them.
 pub async fn run(
-    mut exchanges: tokio::sync::mpsc::Receiver<crate::reassembly::Exchange>,
+    mut notices: tokio::sync::mpsc::Receiver<crate::reassembly::Notice>,
     spans: tokio::sync::mpsc::Sender<Span>,
     opts: http::SpanOptions,
 ) {
+    use crate::reassembly::Notice;
+    use std::sync::atomic::Ordering::Relaxed;
     let clock = Clock::new();
-    while let Some(ex) = exchanges.recv().await {
-        let span = http::build(&ex, &clock, opts);
-        crate::telemetry::TELEMETRY
-            .spans_built
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        crate::export::enqueue(&spans, span);
+    let mut contexts = context::ContextTracker::new(65536);
+    while let Some(notice) = notices.recv().await {
+        match notice {
+            Notice::Started(req) => contexts.start(&req),
+            Notice::Abandoned { id, tgid } => {
+                contexts.finish(id, tgid);
+            }
+            Notice::Finished(ex) => {
+                let ctx = contexts
+                    .finish(ex.id, ex.conn.process.pid)
+                    .unwrap_or_else(context::SpanContext::new_root);
+                if !ctx.sampled {
+                    crate::telemetry::TELEMETRY
+                        .spans_sampled_out
+                        .fetch_add(1, Relaxed);
+                    continue;
+                }
+                let span = http::build(&ex, ctx, &clock, opts);
+                crate::telemetry::TELEMETRY
+                    .spans_built
+                    .fetch_add(1, Relaxed);
+                crate::export::enqueue(&spans, span);
+            }
+        }
     }
 }
 
