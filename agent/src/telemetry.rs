@@ -24,6 +24,8 @@ pub enum Drop {
     HeadTooLarge,
     /// The capture size cut through a message head.
     TruncatedHead,
+    /// The connection closed (or went idle) in the middle of a message head.
+    IncompleteHead,
     /// A head that does not parse (garbage, smuggling attempts, binary data).
     InvalidHead,
     /// Body framing could not be followed (a capture gap over chunk-size lines).
@@ -50,7 +52,7 @@ pub enum Drop {
 }
 
 impl Drop {
-    pub const ALL: [Drop; 19] = [
+    pub const ALL: [Drop; 20] = [
         Drop::KernelRingFull,
         Drop::EventQueueFull,
         Drop::MalformedRecord,
@@ -59,6 +61,7 @@ impl Drop {
         Drop::NotHttp,
         Drop::HeadTooLarge,
         Drop::TruncatedHead,
+        Drop::IncompleteHead,
         Drop::InvalidHead,
         Drop::FramingLost,
         Drop::TooManyPending,
@@ -82,6 +85,7 @@ impl Drop {
             Drop::NotHttp => "not_http",
             Drop::HeadTooLarge => "head_too_large",
             Drop::TruncatedHead => "truncated_head",
+            Drop::IncompleteHead => "incomplete_head",
             Drop::InvalidHead => "invalid_head",
             Drop::FramingLost => "framing_lost",
             Drop::TooManyPending => "too_many_pending",

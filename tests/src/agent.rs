@@ -1,5 +1,6 @@
 //! The agent under test, started the way an operator would start it and stopped with SIGINT.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::sync::MutexGuard;
@@ -7,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 
+use crate::bpf::{self, ProgramMark};
 use crate::collector::OtlpReceiver;
 use crate::net::{self, HttpReply};
 use crate::process::{ChildGuard, Shutdown};
@@ -42,12 +44,58 @@ pub fn agent_binary() -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Which processes and connections the agent traces, as its selection flags: a process is traced
+/// when it matches any of `pids`, `exes` and `cgroups` (or when all three are empty), and then
+/// only its connections with a local or remote port in `ports` (when that is not empty).
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    pub pids: Vec<u32>,
+    pub exes: Vec<String>,
+    pub cgroups: Vec<PathBuf>,
+    pub ports: Vec<u16>,
+}
+
+impl Selection {
+    pub fn ports(ports: &[u16]) -> Self {
+        Self {
+            ports: ports.to_vec(),
+            ..Self::default()
+        }
+    }
+
+    /// `--pid`, `--exe`, `--cgroup` and `--port` flags, as `tracewire run` and `tracewire check`
+    /// take them.
+    pub fn args(&self) -> Vec<OsString> {
+        let mut args = Vec::new();
+        let mut flag = |name: &str, value: OsString| {
+            args.push(OsString::from(name));
+            args.push(value);
+        };
+        for pid in &self.pids {
+            flag("--pid", pid.to_string().into());
+        }
+        for exe in &self.exes {
+            flag("--exe", exe.into());
+        }
+        for cgroup in &self.cgroups {
+            flag("--cgroup", cgroup.into());
+        }
+        for port in &self.ports {
+            flag("--port", port.to_string().into());
+        }
+        args
+    }
+}
+
 /// A running agent that has reported ready. `Drop` sends SIGINT and waits (then SIGKILLs after
 /// [`STOP_WAIT`]); [`AgentGuard::stop`] does the same and hands back the exit status.
 pub struct AgentGuard {
     // Field order is drop order: the process is stopped before the slot is released.
     child: ChildGuard,
     metrics_addr: std::net::SocketAddr,
+    /// Taken while holding the slot, so no other agent of this binary loads programs after it.
+    /// An error (no bpftool) matters only to the tests that ask for the mark.
+    programs: Result<ProgramMark, String>,
     _slot: MutexGuard<'static, ()>,
 }
 
@@ -55,6 +103,11 @@ impl AgentGuard {
     /// Starts `tracewire run` scoped to `ports` and waits for `/ready`. Its stdout and stderr go
     /// to `logs`.
     pub fn start(export: Export<'_>, ports: &[u16], logs: &Path) -> Result<Self> {
+        Self::start_selecting(export, &Selection::ports(ports), logs)
+    }
+
+    /// Starts `tracewire run` with `selection`'s flags and waits for `/ready`.
+    pub fn start_selecting(export: Export<'_>, selection: &Selection, logs: &Path) -> Result<Self> {
         ensure!(
             // SAFETY: geteuid has no preconditions and cannot fail.
             unsafe { libc::geteuid() } == 0,
@@ -86,19 +139,19 @@ impl AgentGuard {
             .arg("--metrics-addr")
             .arg(metrics_addr.to_string())
             .env("OTEL_BSP_SCHEDULE_DELAY", BATCH_DELAY_MS.to_string())
-            .env("RUST_LOG", "info");
-        for port in ports {
-            command.arg("--port").arg(port.to_string());
-        }
+            .env("RUST_LOG", "info")
+            .args(selection.args());
 
         let shutdown = Shutdown::Signal {
             signal: libc::SIGINT,
             grace: STOP_WAIT,
         };
+        let programs = bpf::mark().map_err(|error| format!("{error:#}"));
         let child = ChildGuard::spawn("tracewire", &mut command, logs, shutdown)?;
         let mut agent = Self {
             child,
             metrics_addr,
+            programs,
             _slot: slot,
         };
         agent.wait_ready()?;
@@ -133,6 +186,19 @@ impl AgentGuard {
         self.child.pid()
     }
 
+    /// Fails, with the agent's logs, if the agent has exited.
+    pub fn ensure_running(&mut self) -> Result<()> {
+        match self.child.try_exit_status()? {
+            None => Ok(()),
+            Some(status) => bail!("the agent exited ({status})\n{}", self.child.logs()),
+        }
+    }
+
+    /// The kernel's programs as they were just before this agent started: what it loads is newer.
+    pub fn programs_mark(&self) -> Result<ProgramMark> {
+        self.programs.clone().map_err(anyhow::Error::msg)
+    }
+
     pub fn metrics_addr(&self) -> std::net::SocketAddr {
         self.metrics_addr
     }
@@ -152,6 +218,11 @@ impl AgentGuard {
     /// Everything the agent has printed on stdout so far.
     pub fn stdout(&self) -> Result<String> {
         self.child.stdout_text()
+    }
+
+    /// Everything the agent has logged on stderr so far.
+    pub fn stderr(&self) -> Result<String> {
+        self.child.stderr_text()
     }
 
     /// The agent's stdout and stderr tails, for failure messages.

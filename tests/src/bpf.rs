@@ -2,8 +2,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 
 use crate::peers::require_tool;
 
@@ -59,6 +60,45 @@ pub fn agent_programs() -> Result<Vec<BpfProgram>> {
         .into_iter()
         .filter(|p| p.name.starts_with(PROGRAM_PREFIX))
         .collect())
+}
+
+/// A point in the kernel's program history: the kernel hands out program ids upward, so every
+/// program loaded after the mark has a higher id. Another agent on the host (an operator's, or
+/// one left over from an earlier run) then does not count as this test's.
+#[derive(Clone, Copy, Debug)]
+pub struct ProgramMark {
+    newest_id: u64,
+}
+
+/// Marks the programs loaded so far.
+pub fn mark() -> Result<ProgramMark> {
+    let newest_id = loaded_programs()?.iter().map(|p| p.id).max().unwrap_or(0);
+    Ok(ProgramMark { newest_id })
+}
+
+/// Programs of the agent loaded since `mark`.
+pub fn agent_programs_since(mark: ProgramMark) -> Result<Vec<BpfProgram>> {
+    Ok(agent_programs()?
+        .into_iter()
+        .filter(|p| p.id > mark.newest_id)
+        .collect())
+}
+
+/// Waits up to `timeout` until no program of the agent loaded since `mark` is left. The kernel
+/// frees a program once its last reference is gone, which can trail the exit of the process that
+/// held it by a moment.
+pub fn wait_until_agent_programs_gone(mark: ProgramMark, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = agent_programs_since(mark)?;
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("BPF programs left after the agent exited: {left:#?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Everything under `/sys/fs/bpf` whose name mentions tracewire (none if bpffs is not mounted).

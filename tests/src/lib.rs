@@ -11,7 +11,8 @@
 //!    them against the OpenTelemetry HTTP semantic conventions ([`semconv`]).
 //!
 //! Every process a test starts is owned by a guard ([`process::ChildGuard`], [`agent::AgentGuard`]) that
-//! stops it in `Drop`, so a failing test leaves no peer, agent or BPF program behind.
+//! stops it in `Drop`, and every cgroup it creates by a [`cgroup::CgroupGuard`] that removes it, so a
+//! failing test leaves no peer, agent, cgroup or BPF program behind.
 //!
 //! `tests/harness.rs` checks the harness alone, with no agent: the peers answer their routes, the
 //! receivers store what a real OTLP client sends, and the span checks accept conforming spans and
@@ -24,6 +25,7 @@
 
 pub mod agent;
 pub mod bpf;
+pub mod cgroup;
 pub mod collector;
 pub mod exchange;
 pub mod http1;
@@ -37,7 +39,8 @@ pub mod tempdir;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-pub use agent::{AgentGuard, Export};
+pub use agent::{AgentGuard, Export, Selection};
+pub use cgroup::CgroupGuard;
 pub use collector::{OtlpProtocol, OtlpReceiver, SpanQuery, SpanRecord};
 pub use exchange::{Exchange, check_exchanges};
 pub use peers::{PeerServer, ProcessIdentity};

@@ -49,6 +49,15 @@ pub fn sum(text: &str, name: &str) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum())
 }
 
+/// The value of the series of `name` whose label set is exactly `labels` (e.g.
+/// `reason="not_http"`), or `None` when there is no such series.
+pub fn value(text: &str, name: &str, labels: &str) -> Option<f64> {
+    samples(text)
+        .into_iter()
+        .find(|s| s.name == name && s.labels == labels)
+        .map(|s| s.value)
+}
+
 /// The label sets `name` has series for.
 pub fn label_sets(text: &str, name: &str) -> Vec<String> {
     samples(text)
@@ -74,6 +83,12 @@ mod tests {
         assert_eq!(sum(TEXT, "tracewire_spans_exported_total"), Some(4.0));
         assert_eq!(sum(TEXT, "tracewire_events_total"), Some(42.0));
         assert_eq!(sum(TEXT, "tracewire_missing_total"), None);
+        assert_eq!(
+            value(TEXT, "tracewire_dropped_total", "reason=\"ring_full\""),
+            Some(0.0)
+        );
+        assert_eq!(value(TEXT, "tracewire_events_total", ""), Some(42.0));
+        assert_eq!(value(TEXT, "tracewire_dropped_total", "reason=\"x\""), None);
         assert_eq!(
             label_sets(TEXT, "tracewire_dropped_total"),
             vec!["reason=\"ring_full\"".to_string()]

@@ -236,8 +236,9 @@ pub struct Finished {
     pub stderr: String,
 }
 
-/// Runs a client to completion, SIGKILLing it after `timeout`. A non-zero exit is an error.
-pub fn run_to_completion(
+/// Runs a process until it exits, SIGKILLing it after `timeout`; whether its exit status is a
+/// failure is the caller's to judge.
+pub fn run_to_exit(
     name: &str,
     command: &mut Command,
     logs: &Path,
@@ -248,9 +249,6 @@ pub fn run_to_completion(
         guard.kill()?;
         bail!("{name} did not finish within {timeout:?}\n{}", guard.logs());
     };
-    if !status.success() {
-        bail!("{name} failed ({status})\n{}", guard.logs());
-    }
     guard.quiet = true;
     Ok(Finished {
         pid: guard.pid(),
@@ -258,4 +256,54 @@ pub fn run_to_completion(
         stdout: guard.stdout_text()?,
         stderr: guard.stderr_text()?,
     })
+}
+
+/// Runs a client to completion, SIGKILLing it after `timeout`. A non-zero exit is an error.
+pub fn run_to_completion(
+    name: &str,
+    command: &mut Command,
+    logs: &Path,
+    timeout: Duration,
+) -> Result<Finished> {
+    let finished = run_to_exit(name, command, logs, timeout)?;
+    if !finished.status.success() {
+        bail!(
+            "{name} failed ({})\n--- {name} (pid {}) stdout:\n{}--- {name} stderr:\n{}",
+            finished.status,
+            finished.pid,
+            finished.stdout,
+            finished.stderr
+        );
+    }
+    Ok(finished)
+}
+
+/// Raises this process's RLIMIT_NOFILE soft limit (and the hard one, which root may) to at least
+/// `wanted`, so a test can hold that many sockets; children started afterwards inherit it.
+pub fn raise_open_files_limit(wanted: u64) -> Result<()> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit through a valid pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == -1 {
+        return Err(std::io::Error::last_os_error()).context("getrlimit(RLIMIT_NOFILE)");
+    }
+    if limit.rlim_cur >= wanted {
+        return Ok(());
+    }
+    let raised = libc::rlimit {
+        rlim_cur: wanted,
+        rlim_max: limit.rlim_max.max(wanted),
+    };
+    // SAFETY: setrlimit reads one rlimit through a valid pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == -1 {
+        return Err(std::io::Error::last_os_error()).with_context(|| {
+            format!(
+                "raising RLIMIT_NOFILE from {}/{} to {wanted}",
+                limit.rlim_cur, limit.rlim_max
+            )
+        });
+    }
+    Ok(())
 }

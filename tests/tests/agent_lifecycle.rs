@@ -126,7 +126,9 @@ fn sigint_exits_zero_and_detaches_every_probe() -> Result<()> {
         SpanQuery::server(python.serving.pid, "/ok.html"),
         SpanQuery::client(run.process.pid, "/ok.html"),
     ])?;
-    let attached = bpf::agent_programs()?;
+    // Programs loaded since the mark are this agent's; another agent on the host does not count.
+    let mark = agent.programs_mark()?;
+    let attached = bpf::agent_programs_since(mark)?;
     ensure!(
         !attached.is_empty(),
         "no BPF program named {}* is loaded while the agent traces",
@@ -141,19 +143,7 @@ fn sigint_exits_zero_and_detaches_every_probe() -> Result<()> {
     );
     eprintln!("agent stopped in {:?}", started.elapsed());
 
-    // The kernel frees a program once its last reference is gone, which can trail the exit of
-    // the process that held it by a moment.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let left = bpf::agent_programs()?;
-        if left.is_empty() {
-            break;
-        }
-        if Instant::now() >= deadline {
-            bail!("BPF programs left after the agent exited: {left:#?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    bpf::wait_until_agent_programs_gone(mark, Duration::from_secs(3))?;
     let pins = bpf::tracewire_pins()?;
     ensure!(
         pins.is_empty(),

@@ -121,13 +121,12 @@ pub fn run(capture: &CaptureConfig) -> Vec<Finding> {
         finding(
             "syscall tracepoints",
             true,
-            if Path::new(TRACEFS)
-                .join("events/syscalls/sys_enter_read")
-                .exists()
-            {
-                Ok("syscalls:sys_enter_read present".into())
-            } else {
-                Err("no syscalls:* tracepoints (CONFIG_FTRACE_SYSCALLS)".into())
+            match std::fs::metadata(Path::new(TRACEFS).join("events/syscalls/sys_enter_read")) {
+                Ok(_) => Ok("syscalls:sys_enter_read present".into()),
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(format!(
+                    "{TRACEFS} is not readable by this user ({e}); run as root"
+                )),
+                Err(_) => Err("no syscalls:* tracepoints (CONFIG_FTRACE_SYSCALLS)".into()),
             },
         ),
         finding(

@@ -74,6 +74,11 @@ pub enum CaptureError {
         #[source]
         source: std::io::Error,
     },
+    #[error("tracefs at {TRACEFS} is not readable by this user ({source}); run as root")]
+    TracefsDenied {
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Offsets(#[from] offsets::OffsetError),
     #[error(
@@ -149,8 +154,12 @@ pub struct Capture {
 
 /// Mounts tracefs where the tracepoint attach code looks for it, if it is not there.
 pub fn ensure_tracefs() -> Result<(), CaptureError> {
-    if Path::new(TRACEFS).join("events").is_dir() {
-        return Ok(());
+    match std::fs::metadata(Path::new(TRACEFS).join("events")) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Err(source) if source.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(CaptureError::TracefsDenied { source });
+        }
+        _ => {}
     }
     let target = std::ffi::CString::new(TRACEFS).map_err(|e| CaptureError::Tracefs {
         source: std::io::Error::other(e),

@@ -211,9 +211,19 @@ impl ConnTable {
     /// Ends a connection: a response framed by the close ends now; requests without a
     /// response are counted.
     fn finish(&mut self, mut conn: Connection, out: &mut Vec<Notice>) {
-        self.buffered = self
-            .buffered
-            .saturating_sub(conn.requests.buffered() + conn.responses.buffered());
+        let (req_buffered, resp_buffered) = (conn.requests.buffered(), conn.responses.buffered());
+        self.buffered = self.buffered.saturating_sub(req_buffered + resp_buffered);
+        if req_buffered > 0 {
+            TELEMETRY.drop(Drop::IncompleteHead);
+        }
+        if resp_buffered > 0 {
+            TELEMETRY.drop(Drop::IncompleteHead);
+        }
+        // Bytes were seen but never recognised as HTTP/1 (e.g. a TLS handshake that ended
+        // before the detection window): count the connection rather than forget it silently.
+        if conn.role.is_none() && conn.undetected_chunks > 0 && !conn.ignored {
+            TELEMETRY.drop(Drop::NotHttp);
+        }
         if let Some((req, resp)) = conn.answering.take() {
             let end = conn.last_response_ns;
             out.push(Notice::Finished(conn.exchange(req, Some(resp), end)));
