@@ -427,11 +427,24 @@ fn hostile_traffic_is_dropped_by_reason_and_tracing_goes_on() -> Result<()> {
 
     // python takes the end of the stream for the end of the head and answers 404 to a request
     // the agent never saw complete.
+    // Both ends of the connection hold the half head when it closes: incomplete_head.
     let before = attack(&mut agent, "slowloris", || slowloris(addr))?;
-    expect_drops(&agent, &before, "slowloris", &[("unmatched_response", 1.0)])?;
-    attack(&mut agent, "TLS ClientHello", || tls_client_hello(addr))?;
+    expect_drops(
+        &agent,
+        &before,
+        "slowloris",
+        &[("unmatched_response", 1.0), ("incomplete_head", 2.0)],
+    )?;
+    // Too short for the detection window, but still counted when it closes, on both ends.
+    let before = attack(&mut agent, "TLS ClientHello", || tls_client_hello(addr))?;
+    expect_drops(&agent, &before, "TLS ClientHello", &[("not_http", 2.0)])?;
     let before = attack(&mut agent, "cut head", || cut_head(addr))?;
-    expect_drops(&agent, &before, "cut head", &[("unmatched_response", 1.0)])?;
+    expect_drops(
+        &agent,
+        &before,
+        "cut head",
+        &[("unmatched_response", 1.0), ("incomplete_head", 1.0)],
+    )?;
 
     let before = attack(&mut agent, "idle connections", || idle_connections(addr))?;
     // Each idle connection is opened twice, by the test's connect and python's accept.
