@@ -162,6 +162,39 @@ pub fn python_http_server(dir: &TempDir, service_name: &str) -> Result<PeerServe
     listening(guard, port, service_name)
 }
 
+/// `peers/python_front.py`: a ThreadingHTTPServer whose `GET /front/N` calls
+/// `http://127.0.0.1:{backend_port}/back/N` on the handling thread, then answers 200.
+pub fn python_front_server(
+    dir: &TempDir,
+    service_name: &str,
+    backend_port: u16,
+) -> Result<PeerServer> {
+    let port = free_port()?;
+    let mut command = Command::new(python_interpreter()?);
+    command
+        .arg(crate::peers_dir().join("python_front.py"))
+        .args([port.to_string(), backend_port.to_string()])
+        .env("OTEL_SERVICE_NAME", service_name)
+        .env("PYTHONUNBUFFERED", "1");
+    let guard = ChildGuard::spawn("python-front", &mut command, dir.path(), Shutdown::Kill)?;
+    listening(guard, port, service_name)
+}
+
+/// `peers/python_load.py`: `n` concurrent `GET {prefix}/{i}`; fails unless every answer is 200.
+pub fn python_load(dir: &TempDir, prefix: &str, n: usize) -> Result<()> {
+    let mut command = Command::new(python_interpreter()?);
+    command
+        .arg(crate::peers_dir().join("python_load.py"))
+        .args([prefix.to_string(), n.to_string()]);
+    crate::process::run_to_completion(
+        "python-load",
+        &mut command,
+        dir.path(),
+        std::time::Duration::from_secs(60),
+    )?;
+    Ok(())
+}
+
 /// nginx from `peers/nginx.conf.template`: a master and one worker. nginx rewrites its
 /// environment when it sets the process title, so no `OTEL_SERVICE_NAME` is set and the service
 /// name is the executable's, `nginx`.
