@@ -1,5 +1,6 @@
 //! `cargo xtask`: every set-up, build and test step of Tracewire, so that a fresh machine needs
 //! nothing but `cargo xtask run` or `cargo xtask test`.
+mod bench;
 mod setup;
 
 use std::{
@@ -37,6 +38,13 @@ enum Task {
     Run {
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Benchmarks: criterion for the hot user-space stages, and the overhead harness (nginx
+    /// under wrk with and without the agent); writes target/bench/report.{md,json}.
+    Bench {
+        /// A short run (under 5 minutes).
+        #[arg(long)]
+        quick: bool,
     },
     /// Set up with every test peer, build once, run unit tests, bounded fuzzing, end-to-end
     /// tests against the real agent, and lints.
@@ -79,7 +87,7 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-fn cargo() -> Command {
+pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(workspace_root());
     cmd.env("PATH", setup::path_with_cargo_bin());
@@ -99,7 +107,7 @@ fn build(release: bool) -> Result<()> {
     )
 }
 
-fn agent_binary() -> PathBuf {
+pub fn agent_binary() -> PathBuf {
     workspace_root().join("target/release/tracewire")
 }
 
@@ -167,8 +175,10 @@ fn test(fuzz_secs: Option<u64>, no_lint: bool) -> Result<()> {
             "agent-common",
             "--package",
             "xtask",
+            // Compiles the benchmarks too, and runs each once as a test.
+            "--all-targets",
         ]),
-        "unit tests",
+        "unit tests (and the benchmarks, once each)",
         "a unit test failed: see its output above",
     )?;
     let secs = fuzz_secs
@@ -241,5 +251,10 @@ fn main() -> Result<()> {
             )
         }
         Task::Test { fuzz_secs, no_lint } => test(fuzz_secs, no_lint),
+        Task::Bench { quick } => {
+            setup::setup(true)?;
+            build(true)?;
+            bench::bench(quick)
+        }
     }
 }

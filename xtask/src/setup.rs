@@ -147,6 +147,7 @@ fn apt(test_peers: bool) -> Result<()> {
             ("javac", "openjdk-17-jdk-headless"),
             ("python3", "python3"),
             ("ip", "iproute2"),
+            ("wrk", "wrk"),
         ] {
             if needs(cmd) {
                 wanted.push(pkg);

@@ -5,18 +5,15 @@ use std::{collections::HashMap, path::Path, sync::Arc};
 
 use crate::span::context::Threading;
 
-/// Go binaries carry a `.go.buildinfo` section; their goroutines move between OS threads.
+/// Go binaries carry a `.go.buildinfo` section; their goroutines move between OS threads. Only
+/// the ELF and section headers are read (a `node` binary is ~100 MB), through a read cache.
 fn is_go_binary(path: &Path) -> bool {
-    use object::{Object as _, read::elf::ElfFile64};
-    // Read no more than a large binary's size; the section table is parsed, not executed.
-    const MAX_BINARY: u64 = 512 << 20;
-    if std::fs::metadata(path).map_or(true, |m| m.len() > MAX_BINARY) {
-        return false;
-    }
-    let Ok(data) = std::fs::read(path) else {
+    use object::{Object as _, ReadCache, read::elf::ElfFile64};
+    let Ok(file) = std::fs::File::open(path) else {
         return false;
     };
-    ElfFile64::<object::Endianness>::parse(&*data)
+    let cache = ReadCache::new(file);
+    ElfFile64::<object::Endianness, _>::parse(&cache)
         .is_ok_and(|elf| elf.section_by_name(".go.buildinfo").is_some())
 }
 

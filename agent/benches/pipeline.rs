@@ -1,0 +1,114 @@
+//! Hot stages of the user-space pipeline, with captured bytes from real peers:
+//! HTTP/1 head parsing, and reassembly + trace context + span building for whole keep-alive
+//! exchanges (the work per traced request after the ring buffer). Run by `cargo xtask bench`.
+use std::hint::black_box;
+
+use agent_common::{ConnOrigin, Direction};
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use tracewire::{
+    capture::{
+        ConnKey,
+        event::{ConnOpen, DataChunk},
+        process::ProcessCache,
+    },
+    protocol::http1,
+    reassembly::{ConnTable, Limits, Notice},
+    span::{
+        Clock,
+        context::ContextTracker,
+        http::{SpanOptions, build},
+    },
+};
+
+const REQUEST: &[u8] = include_bytes!("../src/protocol/fixtures/http1/curl_get.req");
+const PY_REQUEST: &[u8] = include_bytes!("../src/protocol/fixtures/http1/python_requests_post.req");
+const RESPONSE: &[u8] = include_bytes!("../src/protocol/fixtures/http1/nginx_200.resp");
+
+fn parse(c: &mut Criterion) {
+    let mut g = c.benchmark_group("http1_parse");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("request_curl", |b| {
+        b.iter(|| black_box(http1::parse_request(black_box(REQUEST))))
+    });
+    g.bench_function("request_python_requests", |b| {
+        b.iter(|| black_box(http1::parse_request(black_box(PY_REQUEST))))
+    });
+    g.bench_function("response_nginx", |b| {
+        b.iter(|| black_box(http1::parse_response(black_box(RESPONSE))))
+    });
+    g.finish();
+}
+
+/// Events -> spans for `n` request/response pairs on one keep-alive server connection.
+fn exchanges_to_spans(n: u64) -> usize {
+    let key = ConnKey {
+        tgid: std::process::id(),
+        sock: 0xffff_0000,
+    };
+    let mut table = ConnTable::new(Limits::default(), ProcessCache::new(16, false));
+    let mut contexts = ContextTracker::new(1024);
+    let clock = Clock::new();
+    let mut out = Vec::with_capacity(4);
+    table.open(
+        ConnOpen {
+            key,
+            fd: 5,
+            origin: ConnOrigin::Accepted,
+            ts_ns: 1,
+            local: "127.0.0.1:8080".parse().unwrap_or_else(|_| unreachable!()),
+            remote: "127.0.0.1:50000".parse().unwrap_or_else(|_| unreachable!()),
+            comm: "bench".into(),
+        },
+        &mut out,
+    );
+    let request = Bytes::from_static(REQUEST);
+    let response = Bytes::from_static(RESPONSE);
+    let mut spans = 0;
+    for i in 0..n {
+        let t = 10 + i * 100;
+        for (direction, payload, start) in [
+            (Direction::Ingress, request.clone(), t),
+            (Direction::Egress, response.clone(), t + 50),
+        ] {
+            table.data(
+                DataChunk {
+                    key,
+                    tid: 7,
+                    direction,
+                    start_ns: start,
+                    end_ns: start + 10,
+                    total_len: payload.len() as u32,
+                    payload,
+                },
+                &mut out,
+            );
+            for notice in out.drain(..) {
+                match notice {
+                    Notice::Started(req) => contexts.start(&req),
+                    Notice::Finished(ex) => {
+                        if let Some(ctx) = contexts.finish(ex.id, ex.conn.process.pid) {
+                            black_box(build(&ex, ctx, &clock, SpanOptions::default()));
+                            spans += 1;
+                        }
+                    }
+                    Notice::Abandoned { .. } => {}
+                }
+            }
+        }
+    }
+    spans
+}
+
+fn pipeline(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pipeline");
+    const N: u64 = 1000;
+    g.throughput(Throughput::Elements(N));
+    g.bench_function("events_to_spans_keepalive", |b| {
+        b.iter(|| black_box(exchanges_to_spans(N)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, parse, pipeline);
+criterion_main!(benches);

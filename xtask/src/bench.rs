@@ -1,0 +1,456 @@
+//! `cargo xtask bench`: criterion benchmarks of the hot user-space stages, and an overhead
+//! harness (nginx under wrk, with and without the agent, interleaved rounds), written to
+//! `target/bench/report.md` and `report.json`. Every figure is a ratio against a baseline from
+//! the same run; absolute numbers are shown, never asserted.
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::{Value, json};
+
+use crate::{agent_binary, cargo, run, workspace_root};
+
+/// One line of the report.
+struct Figure {
+    name: String,
+    value: f64,
+    unit: &'static str,
+    baseline: Option<f64>,
+    /// value / baseline.
+    ratio: Option<f64>,
+    /// The goal, as a human-readable condition, and whether it is met.
+    target: Option<(&'static str, bool)>,
+}
+
+impl Figure {
+    fn plain(name: impl Into<String>, value: f64, unit: &'static str) -> Self {
+        Figure {
+            name: name.into(),
+            value,
+            unit,
+            baseline: None,
+            ratio: None,
+            target: None,
+        }
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A child process stopped by pid when dropped.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child by its pid.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_port(port: u16) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        sleep(Duration::from_millis(50));
+    }
+    bail!("nothing listens on 127.0.0.1:{port} after 30 s")
+}
+
+fn nginx(dir: &Path, port: u16) -> Result<Guard> {
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes 1;\ndaemon off;\nmaster_process off;\nuser root;\n\
+             pid {dir}/nginx.pid;\nerror_log {dir}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{ access_log off;\n client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy;\n \
+             fastcgi_temp_path {dir}/fcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;\n \
+             keepalive_requests 1000000;\n server {{ listen 127.0.0.1:{port};\n  \
+             location / {{ return 200 \"ok\\n\"; }} }} }}\n",
+            dir = dir.display()
+        ),
+    )?;
+    // The server on CPU 0, the load generator on CPU 1, as in the issue's measurements.
+    let child = Command::new("taskset")
+        .args(["-c", "0", "nginx", "-c"])
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting nginx (cargo xtask setup --test-peers installs it)")?;
+    let guard = Guard(child);
+    wait_port(port)?;
+    Ok(guard)
+}
+
+struct WrkResult {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+fn parse_duration_us(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let (num, mult) = if let Some(v) = s.strip_suffix("us") {
+        (v, 1.0)
+    } else if let Some(v) = s.strip_suffix("ms") {
+        (v, 1000.0)
+    } else if let Some(v) = s.strip_suffix('s') {
+        (v, 1_000_000.0)
+    } else {
+        return None;
+    };
+    num.trim().parse::<f64>().ok().map(|v| v * mult)
+}
+
+fn wrk(port: u16, secs: u64) -> Result<WrkResult> {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "1", "wrk", "-t1", "-c32"])
+        .arg(format!("-d{secs}s"))
+        .arg("--latency")
+        .arg(format!("http://127.0.0.1:{port}/"));
+    let out = cmd
+        .output()
+        .context("running wrk (cargo xtask bench installs it)")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no Requests/sec in wrk's output:\n{text}"))?;
+    let pct = |p: &str| {
+        text.lines()
+            .find_map(|l| {
+                let l = l.trim();
+                l.strip_prefix(p).and_then(parse_duration_us)
+            })
+            .unwrap_or(f64::NAN)
+    };
+    Ok(WrkResult {
+        rps,
+        p50_us: pct("50%"),
+        p99_us: pct("99%"),
+    })
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    let Some(after_comm) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return f64::NAN;
+    };
+    let f: Vec<&str> = after_comm.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5), counted from after the comm field (which is field 2).
+    let ticks = |i: usize| {
+        f.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Sum of run_time_ns and run_cnt over the agent's programs (`kernel.bpf_stats_enabled`).
+fn bpf_stats() -> (f64, f64) {
+    let Ok(out) = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+    else {
+        return (f64::NAN, f64::NAN);
+    };
+    let Ok(progs) = serde_json::from_slice::<Value>(&out.stdout) else {
+        return (f64::NAN, f64::NAN);
+    };
+    let mut ns = 0.0;
+    let mut cnt = 0.0;
+    for p in progs.as_array().into_iter().flatten() {
+        if p["name"].as_str().is_some_and(|n| n.starts_with("tw_")) {
+            ns += p["run_time_ns"].as_f64().unwrap_or(0.0);
+            cnt += p["run_cnt"].as_f64().unwrap_or(0.0);
+        }
+    }
+    (ns, cnt)
+}
+
+fn agent(metrics_port: u16, log: &Path) -> Result<Guard> {
+    let child = Command::new(agent_binary())
+        .args(["run", "--exporter", "stdout", "--metrics-addr"])
+        .arg(format!("127.0.0.1:{metrics_port}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log)?)
+        .spawn()
+        .context("starting the agent")?;
+    let guard = Guard(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = Command::new("curl")
+            .args(["-sf", &format!("http://127.0.0.1:{metrics_port}/ready")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ready {
+            return Ok(guard);
+        }
+        if Instant::now() > deadline {
+            bail!("the agent was not ready after 30 s; see {}", log.display());
+        }
+        sleep(Duration::from_millis(100));
+    }
+}
+
+fn criterion(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
+    let mut cmd = cargo();
+    cmd.args([
+        "bench",
+        "--package",
+        "tracewire",
+        "--bench",
+        "pipeline",
+        "--",
+    ]);
+    if quick {
+        cmd.args(["--warm-up-time", "1", "--measurement-time", "3"]);
+    }
+    run(
+        &mut cmd,
+        "criterion benchmarks",
+        "see the benchmark output above",
+    )?;
+    let root = workspace_root().join("target/criterion");
+    for (group, bench, per) in [
+        ("http1_parse", "request_curl", 1.0),
+        ("http1_parse", "request_python_requests", 1.0),
+        ("http1_parse", "response_nginx", 1.0),
+        ("pipeline", "events_to_spans_keepalive", 1000.0),
+    ] {
+        let path = root.join(group).join(bench).join("new/estimates.json");
+        let est: Value = serde_json::from_slice(
+            &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+        )?;
+        let ns = est["mean"]["point_estimate"].as_f64().unwrap_or(f64::NAN) / per;
+        figures.push(Figure::plain(format!("{group}/{bench} per item"), ns, "ns"));
+        if group == "pipeline" {
+            let per_sec = 1e9 / ns;
+            figures.push(Figure {
+                name: "user-space pipeline, spans/s on one core".into(),
+                value: per_sec,
+                unit: "spans/s",
+                baseline: Some(90_000.0),
+                ratio: Some(per_sec / 90_000.0),
+                target: Some((
+                    ">= 300k spans/s (DeepFlow: 90k req/s per core)",
+                    per_sec >= 300_000.0,
+                )),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn overhead(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
+    let dir = workspace_root().join("target/bench/nginx");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let port = free_port()?;
+    let _nginx = nginx(&dir, port)?;
+    let (rounds, secs) = if quick { (2, 5) } else { (3, 10) };
+    let stats_before =
+        std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_default();
+    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
+    let mut base = Vec::new();
+    let mut traced = Vec::new();
+    let mut agent_cpu = 0.0;
+    let mut agent_requests = 0.0;
+    let mut rss: f64 = 0.0;
+    let mut bpf_ns = 0.0;
+    let mut bpf_runs = 0.0;
+    eprintln!(
+        "==> overhead: nginx on CPU 0, wrk -t1 -c32 on CPU 1, {rounds} interleaved rounds of {secs} s"
+    );
+    let _ = wrk(port, 2)?; // warm-up
+    for round in 0..rounds {
+        let b = wrk(port, secs)?;
+        eprintln!(
+            "    round {round}: no agent   {:>9.0} req/s  p50 {:.0} us  p99 {:.0} us",
+            b.rps, b.p50_us, b.p99_us
+        );
+        base.push(b);
+        let metrics = free_port()?;
+        let guard = agent(metrics, &dir.join(format!("agent-{round}.log")))?;
+        let pid = guard.0.id();
+        let (ns0, cnt0) = bpf_stats();
+        let cpu0 = cpu_secs(pid);
+        let t = wrk(port, secs)?;
+        let cpu1 = cpu_secs(pid);
+        let (ns1, cnt1) = bpf_stats();
+        rss = rss.max(peak_rss_mib(pid));
+        agent_cpu += cpu1 - cpu0;
+        agent_requests += t.rps * secs as f64;
+        bpf_ns += ns1 - ns0;
+        bpf_runs += cnt1 - cnt0;
+        eprintln!(
+            "    round {round}: agent      {:>9.0} req/s  p50 {:.0} us  p99 {:.0} us",
+            t.rps, t.p50_us, t.p99_us
+        );
+        traced.push(t);
+        drop(guard);
+    }
+    if !stats_before.trim().is_empty() {
+        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", stats_before.trim());
+    }
+    let mean =
+        |v: &[WrkResult], f: fn(&WrkResult) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
+    let (b_rps, t_rps) = (mean(&base, |r| r.rps), mean(&traced, |r| r.rps));
+    let ratio = t_rps / b_rps;
+    figures.push(Figure {
+        name: "nginx saturation throughput, full tracing".into(),
+        value: t_rps,
+        unit: "req/s",
+        baseline: Some(b_rps),
+        ratio: Some(ratio),
+        target: Some((">= 0.85 of no agent", ratio >= 0.85)),
+    });
+    let (b99, t99) = (mean(&base, |r| r.p99_us), mean(&traced, |r| r.p99_us));
+    figures.push(Figure {
+        name: "nginx p99 latency at saturation".into(),
+        value: t99,
+        unit: "us",
+        baseline: Some(b99),
+        ratio: Some(t99 / b99),
+        target: None,
+    });
+    let (b50, t50) = (mean(&base, |r| r.p50_us), mean(&traced, |r| r.p50_us));
+    figures.push(Figure {
+        name: "nginx p50 latency at saturation".into(),
+        value: t50,
+        unit: "us",
+        baseline: Some(b50),
+        ratio: Some(t50 / b50),
+        target: None,
+    });
+    let per_req_us = agent_cpu / agent_requests * 1e6;
+    figures.push(Figure::plain(
+        "agent CPU per traced request (user space)",
+        per_req_us,
+        "us",
+    ));
+    figures.push(Figure {
+        name: "agent peak RSS under nginx saturation".into(),
+        value: rss,
+        unit: "MiB",
+        baseline: None,
+        ratio: None,
+        target: Some(("<= 64 MiB", rss <= 64.0)),
+    });
+    if bpf_runs > 0.0 {
+        let per_event = bpf_ns / bpf_runs;
+        figures.push(Figure::plain(
+            "in-kernel cost per program run",
+            per_event,
+            "ns",
+        ));
+        let per_request = bpf_ns / agent_requests;
+        figures.push(Figure {
+            name: "in-kernel cost per traced request (all probes, both ends)".into(),
+            value: per_request,
+            unit: "ns",
+            baseline: None,
+            ratio: None,
+            target: Some(("<= 1500 ns", per_request <= 1500.0)),
+        });
+    }
+    Ok(())
+}
+
+fn write_report(figures: &[Figure], started: Instant) -> Result<PathBuf> {
+    let out = workspace_root().join("target/bench");
+    std::fs::create_dir_all(&out)?;
+    let json: Vec<Value> = figures
+        .iter()
+        .map(|f| {
+            json!({
+                "name": f.name, "value": f.value, "unit": f.unit,
+                "baseline": f.baseline, "ratio": f.ratio,
+                "target": f.target.map(|(t, _)| t), "met": f.target.map(|(_, m)| m),
+            })
+        })
+        .collect();
+    std::fs::write(
+        out.join("report.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    let mut md = String::from("# Tracewire benchmark report\n\n");
+    let _ = writeln!(
+        md,
+        "One run on this machine ({} CPUs), {:.0} s. Ratios compare against a baseline measured in the same run.\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        started.elapsed().as_secs_f64()
+    );
+    md.push_str(
+        "| figure | value | baseline | ratio | target | met |\n|---|---|---|---|---|---|\n",
+    );
+    for f in figures {
+        let _ = writeln!(
+            md,
+            "| {} | {:.2} {} | {} | {} | {} | {} |",
+            f.name,
+            f.value,
+            f.unit,
+            f.baseline.map_or("-".into(), |b| format!("{b:.2}")),
+            f.ratio.map_or("-".into(), |r| format!("{r:.3}")),
+            f.target.map_or("-", |(t, _)| t),
+            f.target.map_or("-", |(_, m)| if m { "yes" } else { "no" }),
+        );
+    }
+    std::fs::write(out.join("report.md"), &md)?;
+    eprintln!("{md}");
+    Ok(out)
+}
+
+pub fn bench(quick: bool) -> Result<()> {
+    let started = Instant::now();
+    let mut figures = Vec::new();
+    criterion(quick, &mut figures)?;
+    overhead(quick, &mut figures)?;
+    let out = write_report(&figures, started)?;
+    eprintln!(
+        "==> report written to {}/report.md and report.json",
+        out.display()
+    );
+    Ok(())
+}
