@@ -113,8 +113,14 @@ pub async fn run(mut rx: mpsc::Receiver<Span>, mut sink: Sink, cfg: BatchConfig)
                 span = rx.recv() => match span {
                     Some(span) => {
                         batch.push(span);
-                        // The terminal shows spans as they come.
+                        // The terminal shows spans as they come: what is queued now, at once.
                         if matches!(sink, Sink::Stdout(_)) {
+                            while batch.len() < cfg.max_batch {
+                                match rx.try_recv() {
+                                    Ok(span) => batch.push(span),
+                                    Err(_) => break,
+                                }
+                            }
                             break;
                         }
                     }
