@@ -2,11 +2,6 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
-
-/// glibc's malloc spent a quarter of the agent's CPU under load (per-event buffers freed on
-/// another stage than the one that allocated them); mimalloc's free lists are far cheaper.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::sync::watch;
 use tracewire::{

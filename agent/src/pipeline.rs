@@ -13,8 +13,9 @@ use crate::{
     telemetry::TELEMETRY,
 };
 
-/// Events between the ring-buffer reader and reassembly.
-const EVENT_QUEUE: usize = 65536;
+/// Events between the ring-buffer reader and reassembly. The reader yields every 1024 records,
+/// so this only absorbs bursts; the kernel ring buffer is the real buffer.
+const EVENT_QUEUE: usize = 8192;
 /// Request starts and exchanges between reassembly and span building.
 const NOTICE_QUEUE: usize = 16384;
 

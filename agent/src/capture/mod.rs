@@ -298,14 +298,15 @@ impl Capture {
         let mut ticks: u64 = 0;
         let mut last_rescan = std::time::Instant::now();
         loop {
-            tokio::select! {
+            let more = tokio::select! {
                 guard = ring.readable_mut() => {
                     let mut guard = guard.map_err(|source| CaptureError::Poll { source })?;
-                    drain(guard.get_inner_mut(), &events);
+                    let more = drain(guard.get_inner_mut(), &events);
                     guard.clear_ready();
+                    more
                 }
                 _ = tick.tick() => {
-                    drain(ring.get_mut(), &events);
+                    let more = drain(ring.get_mut(), &events);
                     ticks = ticks.wrapping_add(1);
                     if ticks.is_multiple_of(64) {
                         TELEMETRY.set_kernel_ring_full(kernel_counter(&ebpf, KernelCounter::RingFull));
@@ -314,12 +315,16 @@ impl Capture {
                         last_rescan = std::time::Instant::now();
                         sync_exe_pids(&mut ebpf, &pids, &exes);
                     }
+                    more
                 }
                 _ = shutdown.changed() => break,
+            };
+            if more {
+                drain_rest(ring.get_mut(), &events).await;
             }
         }
         // A last drain so that what the kernel already sent is not lost on shutdown.
-        drain(ring.get_mut(), &events);
+        drain_rest(ring.get_mut(), &events).await;
         TELEMETRY.set_kernel_ring_full(kernel_counter(&ebpf, KernelCounter::RingFull));
         tracing::debug!(fd = ring.get_ref().as_raw_fd(), "capture stopped");
         drop(ring);
@@ -371,8 +376,26 @@ fn sync_exe_pids(ebpf: &mut Ebpf, fixed: &[u32], exes: &select::ExeSelector) {
 
 const _: () = assert!((KernelCounter::ConnsOpened as u32) < KERNEL_COUNTERS);
 
-fn drain(ring: &mut RingBuf<MapData>, events: &mpsc::Sender<CaptureEvent>) {
-    while let Some(record) = ring.next() {
+/// Records taken from the ring buffer before the later stages get a turn: the agent runs on one
+/// thread, so a drain of the whole buffer would first have to queue all of it.
+const DRAIN_BUDGET: usize = 1024;
+
+/// Keeps draining, yielding between budgets, until the ring buffer is empty.
+async fn drain_rest(ring: &mut RingBuf<MapData>, events: &mpsc::Sender<CaptureEvent>) {
+    loop {
+        tokio::task::yield_now().await;
+        if !drain(ring, events) {
+            return;
+        }
+    }
+}
+
+/// Moves up to [`DRAIN_BUDGET`] records to the event queue; true when more may be waiting.
+fn drain(ring: &mut RingBuf<MapData>, events: &mpsc::Sender<CaptureEvent>) -> bool {
+    for _ in 0..DRAIN_BUDGET {
+        let Some(record) = ring.next() else {
+            return false;
+        };
         match event::decode(&record) {
             Ok(ev) => {
                 match &ev {
@@ -402,6 +425,7 @@ fn drain(ring: &mut RingBuf<MapData>, events: &mpsc::Sender<CaptureEvent>) {
             }
         }
     }
+    true
 }
 
 fn fill_selection(ebpf: &mut Ebpf, cfg: &CaptureConfig) -> Result<(), CaptureError> {
