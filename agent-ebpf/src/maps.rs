@@ -40,11 +40,13 @@ pub static CONFIG: ProbeConfig = ProbeConfig {
     },
 };
 
-/// Reads the configuration through a volatile load so the compiler cannot fold the zeros above.
+/// The configuration, behind a pointer the compiler cannot see through, so it cannot fold the
+/// zeros above; each field is then one load from the frozen map, not a copy of the whole struct.
 #[inline(always)]
-pub fn config() -> ProbeConfig {
-    // SAFETY: CONFIG is a plain static; the loader patches its contents before any program runs.
-    unsafe { core::ptr::read_volatile(&raw const CONFIG) }
+pub fn config() -> &'static ProbeConfig {
+    // SAFETY: CONFIG is a plain static; the loader patches its contents before any program runs
+    // and the map is frozen (read-only) afterwards.
+    unsafe { &*core::hint::black_box(&raw const CONFIG) }
 }
 
 #[map]
