@@ -9,7 +9,7 @@ use tracewire::{
     export::{BatchConfig, Sink, otlp, stdout::StdoutSink},
     pipeline::{self, Settings},
     reassembly::Limits,
-    span::http::SpanOptions,
+    span::{http::SpanOptions, sampler::Sampler},
 };
 
 /// Zero-code distributed tracing: every HTTP/1.x request on this host becomes an OpenTelemetry
@@ -149,6 +149,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         span: SpanOptions {
             capture_query: args.capture_query,
         },
+        sampler: Sampler::from_env()?,
         batch: BatchConfig::from_env(),
         metrics_addr: args.metrics_addr,
         export_command_line: args.export_command_line,

@@ -9,7 +9,7 @@ use crate::{
     capture::{Capture, CaptureConfig, CaptureError, process::ProcessCache},
     export::{self, BatchConfig, Sink},
     reassembly::{self, ConnTable, Limits},
-    span::{self, http::SpanOptions},
+    span::{self, http::SpanOptions, sampler::Sampler},
     telemetry::TELEMETRY,
 };
 
@@ -23,6 +23,7 @@ pub struct Settings {
     pub capture: CaptureConfig,
     pub limits: Limits,
     pub span: SpanOptions,
+    pub sampler: Sampler,
     pub batch: BatchConfig,
     pub metrics_addr: Option<SocketAddr>,
     pub export_command_line: bool,
@@ -72,7 +73,12 @@ pub async fn run(
         ProcessCache::new(4096, settings.export_command_line),
     );
     let reassembly = tokio::spawn(reassembly::run(event_rx, notice_tx, table));
-    let spans = tokio::spawn(span::run(notice_rx, span_tx, settings.span));
+    let spans = tokio::spawn(span::run(
+        notice_rx,
+        span_tx,
+        settings.span,
+        settings.sampler,
+    ));
     let exporter = tokio::spawn(export::run(span_rx, sink, settings.batch));
 
     let captured = capture.run(event_tx, shutdown).await;

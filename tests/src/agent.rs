@@ -53,6 +53,8 @@ pub struct Selection {
     pub exes: Vec<String>,
     pub cgroups: Vec<PathBuf>,
     pub ports: Vec<u16>,
+    /// Extra environment for the agent (e.g. `OTEL_TRACES_SAMPLER`), set after the harness's own.
+    pub env: Vec<(String, String)>,
 }
 
 impl Selection {
@@ -140,6 +142,7 @@ impl AgentGuard {
             .arg(metrics_addr.to_string())
             .env("OTEL_BSP_SCHEDULE_DELAY", BATCH_DELAY_MS.to_string())
             .env("RUST_LOG", "info")
+            .envs(selection.env.iter().map(|(k, v)| (k, v)))
             .args(selection.args());
 
         let shutdown = Shutdown::Signal {

@@ -5,7 +5,9 @@
 use anyhow::{Context as _, Result, ensure};
 use std::time::{Duration, Instant};
 use tracewire_tests::peers;
-use tracewire_tests::{AgentGuard, Export, OtlpProtocol, OtlpReceiver, SpanQuery, TempDir};
+use tracewire_tests::{
+    AgentGuard, Export, OtlpProtocol, OtlpReceiver, Selection, SpanQuery, TempDir,
+};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_ID: &str = "00f067aa0ba902b7";
@@ -114,5 +116,49 @@ fn calls_made_while_serving_are_children_of_the_request_at_50_concurrent() -> Re
         wrong.len(),
         wrong.join("\n")
     );
+    Ok(())
+}
+
+/// `traceidratio` decides by the trace id alone (the Go SDK's rule), whatever the caller's
+/// sampled flag says: the last 8 bytes shifted right by one against ratio * 2^63.
+#[test]
+fn traceidratio_sampler_decides_by_trace_id() -> Result<()> {
+    let dir = TempDir::new("context-sampler")?;
+    let receiver = OtlpReceiver::start(OtlpProtocol::Grpc)?;
+    let python = peers::python_http_server(&dir, "tw-python")?;
+    let selection = Selection {
+        ports: vec![python.port],
+        env: vec![
+            ("OTEL_TRACES_SAMPLER".into(), "traceidratio".into()),
+            ("OTEL_TRACES_SAMPLER_ARG".into(), "0.5".into()),
+        ],
+        ..Selection::default()
+    };
+    let _agent = AgentGuard::start_selecting(Export::Otlp(&receiver), &selection, dir.path())?;
+    // Low half 0x7f...: (x >> 1) < 2^62, kept. Low half 0x80...: dropped, even though the
+    // caller says sampled.
+    let kept = "00-0af7651916cd43dd7fffffffffffffff-b7ad6b7169203331-01";
+    let dropped = "00-0af7651916cd43dd8000000000000000-b7ad6b7169203331-01";
+    peers::curl(
+        &dir,
+        &python.url("/dropped"),
+        &["--http1.0", "--header", &format!("traceparent: {dropped}")],
+    )?;
+    peers::curl(
+        &dir,
+        &python.url("/ok.html"),
+        &["--http1.0", "--header", &format!("traceparent: {kept}")],
+    )?;
+    let server = receiver.wait_for(&SpanQuery::server(python.serving.pid, "/ok.html"))?;
+    ensure!(
+        hex(&server.span.trace_id) == "0af7651916cd43dd7fffffffffffffff",
+        "kept span is in the wrong trace: {server}"
+    );
+    for span in receiver.spans() {
+        ensure!(
+            span.request_path() != Some("/dropped"),
+            "a span of a trace the ratio rejects was exported: {span}"
+        );
+    }
     Ok(())
 }

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use crate::telemetry::{Drop, TELEMETRY};
 
-use super::{new_span_id, new_trace_id};
+use super::{new_span_id, new_trace_id, sampler::Sampler};
 
 /// Where a span sits in its trace.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,6 +141,7 @@ pub struct ContextTracker {
     serving: HashMap<u32, Vec<Serving>>,
     assigned: HashMap<u64, SpanContext>,
     capacity: usize,
+    sampler: Sampler,
 }
 
 #[derive(Clone, Debug)]
@@ -154,10 +155,15 @@ struct Serving {
 
 impl ContextTracker {
     pub fn new(capacity: usize) -> Self {
+        Self::with_sampler(capacity, Sampler::default())
+    }
+
+    pub fn with_sampler(capacity: usize, sampler: Sampler) -> Self {
         ContextTracker {
             serving: HashMap::new(),
             assigned: HashMap::new(),
             capacity: capacity.max(16),
+            sampler,
         }
     }
 
@@ -169,15 +175,24 @@ impl ContextTracker {
             self.assigned.clear();
             self.serving.clear();
         }
-        let ctx = if req.server {
+        let (mut ctx, parent_sampled) = if req.server {
             self.start_server(req)
         } else {
             self.start_client(req)
         };
+        ctx.sampled = self.sampler.sample(&ctx.trace_id, parent_sampled);
+        if req.server
+            && let Some(list) = self.serving.get_mut(&req.tgid)
+            && let Some(entry) = list.iter_mut().find(|s| s.id == req.id)
+        {
+            // Calls made while serving inherit the decision actually taken.
+            entry.sampled = ctx.sampled;
+        }
         self.assigned.insert(req.id, ctx);
     }
 
-    fn start_server(&mut self, req: &RequestStart) -> SpanContext {
+    /// The context, and the parent's sampled flag when there is a parent.
+    fn start_server(&mut self, req: &RequestStart) -> (SpanContext, Option<bool>) {
         let incoming = req.traceparent.as_deref().map(parse_traceparent);
         let ctx = match incoming {
             Some(Ok(tp)) => SpanContext {
@@ -202,13 +217,15 @@ impl ContextTracker {
             span_id: ctx.span_id,
             sampled: ctx.sampled,
         });
-        ctx
+        let parent_sampled = ctx.parent_span_id.map(|_| ctx.sampled);
+        (ctx, parent_sampled)
     }
 
-    fn start_client(&mut self, req: &RequestStart) -> SpanContext {
-        // The application's own instrumentation wins: its ids are the client span's.
+    fn start_client(&mut self, req: &RequestStart) -> (SpanContext, Option<bool>) {
+        // The application's own instrumentation wins: its ids are the client span's, and its
+        // sampled flag is the decision it already took for the trace.
         if let Some(Ok(tp)) = req.traceparent.as_deref().map(parse_traceparent) {
-            return SpanContext {
+            let ctx = SpanContext {
                 trace_id: tp.trace_id,
                 span_id: tp.parent_id,
                 parent_span_id: None,
@@ -216,6 +233,7 @@ impl ContextTracker {
                 sampled: tp.sampled,
                 tracestate: req.tracestate.clone(),
             };
+            return (ctx, Some(tp.sampled));
         }
         let serving = self
             .serving
@@ -227,19 +245,22 @@ impl ContextTracker {
             Threading::Migrating => serving.iter().collect(),
         };
         match candidates.as_slice() {
-            [parent] => SpanContext {
-                trace_id: parent.trace_id,
-                span_id: new_span_id(),
-                parent_span_id: Some(parent.span_id),
-                parent_is_remote: false,
-                sampled: parent.sampled,
-                tracestate: None,
-            },
+            [parent] => (
+                SpanContext {
+                    trace_id: parent.trace_id,
+                    span_id: new_span_id(),
+                    parent_span_id: Some(parent.span_id),
+                    parent_is_remote: false,
+                    sampled: parent.sampled,
+                    tracestate: None,
+                },
+                Some(parent.sampled),
+            ),
             many => {
                 if many.len() > 1 {
                     TELEMETRY.drop(Drop::AmbiguousParent);
                 }
-                SpanContext::new_root()
+                (SpanContext::new_root(), None)
             }
         }
     }

@@ -2,6 +2,7 @@
 //! OpenTelemetry semantic conventions, and the clock that dates them.
 pub mod context;
 pub mod http;
+pub mod sampler;
 pub mod semconv;
 
 use std::sync::Arc;
@@ -168,11 +169,12 @@ pub async fn run(
     mut notices: tokio::sync::mpsc::Receiver<crate::reassembly::Notice>,
     spans: tokio::sync::mpsc::Sender<Span>,
     opts: http::SpanOptions,
+    sampler: sampler::Sampler,
 ) {
     use crate::reassembly::Notice;
     use std::sync::atomic::Ordering::Relaxed;
     let clock = Clock::new();
-    let mut contexts = context::ContextTracker::new(65536);
+    let mut contexts = context::ContextTracker::with_sampler(65536, sampler);
     while let Some(notice) = notices.recv().await {
         match notice {
             Notice::Started(req) => contexts.start(&req),

@@ -1,0 +1,50 @@
+#!/bin/sh
+# /init of the initramfs that `cargo xtask kernels` boots under qemu: runs `tracewire check`,
+# then traces busybox httpd serving busybox wget over loopback, prints everything between
+# markers on the serial console, and powers off. The host side parses the markers.
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tracefs tracefs /sys/kernel/tracing || echo "TW-NOTE tracefs mount failed"
+mount -t bpf bpf /sys/fs/bpf 2>/dev/null
+mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
+ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
+echo "TW-KERNEL $(uname -r)"
+
+/tracewire check >/check.txt 2>&1
+rc=$?
+echo "==TW-CHECK-BEGIN=="
+cat /check.txt
+echo "==TW-CHECK-END== rc=$rc"
+
+httpd -f -p 127.0.0.1:8080 -h /www &
+# The agent's log (and any verifier log) goes straight to the console.
+/tracewire run --port 8080 --metrics-addr 127.0.0.1:9464 >/spans.txt &
+agent=$!
+i=0
+while [ $i -lt 60 ]; do
+    if wget -q -O /dev/null http://127.0.0.1:9464/ready 2>/dev/null; then
+        echo "TW-READY after $i polls"
+        break
+    fi
+    if ! kill -0 $agent 2>/dev/null; then
+        echo "TW-NOTE agent exited before it was ready"
+        break
+    fi
+    sleep 0.5
+    i=$((i + 1))
+done
+
+wget -q -O - http://127.0.0.1:8080/ok.html
+wget -q -O - http://127.0.0.1:8080/missing.html 2>/dev/null || echo "TW-NOTE 404 as expected"
+sleep 2
+kill -INT $agent 2>/dev/null
+# A watchdog, in case the agent does not stop on SIGINT.
+(sleep 10; kill -KILL $agent 2>/dev/null && echo "TW-NOTE agent ignored SIGINT for 10 s") &
+wait $agent
+echo "TW-AGENT-EXIT rc=$?"
+echo "==TW-SPANS-BEGIN=="
+cat /spans.txt
+echo "==TW-SPANS-END=="
+poweroff -f
