@@ -22,7 +22,7 @@ use crate::{
     maps::{
         ENV_SENT, EVENTS, IGNORED, IN_FLIGHT, InFlight, KIND_BUF, KIND_CONNECT, KIND_IOVEC,
         KIND_MSGHDR, KIND_NOCOPY, SCRATCH, SELECT_CGROUPS, SELECT_PIDS, SELECT_PORTS, SOCKETS,
-        config, count,
+        Scratch, config, count,
     },
     sock,
 };
@@ -202,21 +202,39 @@ fn send_env(cfg: &ProbeConfig, pid_tgid: u64) {
     if len > MAX_CAPTURE as u64 {
         return;
     }
-    let mut head = header(EventKind::ProcessEnv, pid_tgid, 0, 0);
-    head.total_len = if total > u32::MAX as u64 {
+    let head = header(EventKind::ProcessEnv, pid_tgid, 0, 0);
+    let _ = submit_scratch(cfg, scratch, head, total, len);
+}
+
+/// Sends the scratch slot's record: `head`, then `captured` payload bytes already copied there.
+/// `moved` is what the syscall moved (clamped to u32). False when the ring buffer was full.
+#[inline(always)]
+fn submit_scratch(
+    cfg: &ProbeConfig,
+    scratch: &mut Scratch,
+    mut head: EventHeader,
+    moved: u64,
+    captured: u64,
+) -> bool {
+    head.total_len = if moved > u32::MAX as u64 {
         u32::MAX
     } else {
-        total as u32
+        moved as u32
     };
-    head.captured_len = len as u32;
+    head.captured_len = captured as u32;
     scratch.event.header = head;
-    let size = core::mem::size_of::<EventHeader>() + len as usize;
+    let size = core::mem::size_of::<EventHeader>() + (captured as usize & (2 * MAX_CAPTURE - 1));
+    if size > core::mem::size_of::<EventHeader>() + MAX_CAPTURE {
+        return false;
+    }
     // SAFETY: size <= header + MAX_CAPTURE, inside the scratch slot.
     let record =
         unsafe { core::slice::from_raw_parts((&raw const scratch.event).cast::<u8>(), size) };
     if EVENTS.output::<[u8]>(record, wakeup_flag(cfg)).is_err() {
         count(KernelCounter::RingFull);
+        return false;
     }
+    true
 }
 
 /// The socket behind `fd` if it is one we trace, classifying it on first sight.
@@ -421,20 +439,7 @@ pub fn tw_exit_data(ctx: TracePointContext) -> u32 {
     head.start_ns = call.start_ns;
     // SAFETY: helper without preconditions.
     head.end_ns = unsafe { bpf_ktime_get_ns() };
-    head.total_len = if moved > u32::MAX as u64 {
-        u32::MAX
-    } else {
-        moved as u32
-    };
-    head.captured_len = captured as u32;
-    scratch.event.header = head;
-    let size = core::mem::size_of::<EventHeader>() + captured as usize;
-    // SAFETY: size <= header + MAX_CAPTURE, inside the scratch slot.
-    let record =
-        unsafe { core::slice::from_raw_parts((&raw const scratch.event).cast::<u8>(), size) };
-    if EVENTS.output::<[u8]>(record, wakeup_flag(cfg)).is_err() {
-        count(KernelCounter::RingFull);
-    } else {
+    if submit_scratch(cfg, scratch, head, moved, captured) {
         count(KernelCounter::DataEvents);
     }
     0

@@ -69,6 +69,16 @@ pub enum DecodeError {
     UnknownKind { kind: u8 },
 }
 
+/// The `captured_len` payload bytes after the header.
+fn payload<'a>(record: &'a [u8], header: &EventHeader) -> Result<&'a [u8], DecodeError> {
+    let short = || DecodeError::Short { len: record.len() };
+    let start = size_of::<EventHeader>();
+    let end = start
+        .checked_add(header.captured_len as usize)
+        .ok_or_else(short)?;
+    record.get(start..end).ok_or_else(short)
+}
+
 fn read_pod<T: Copy>(record: &[u8]) -> Option<T> {
     if record.len() < size_of::<T>() {
         return None;
@@ -107,11 +117,7 @@ pub fn decode(record: &[u8]) -> Result<CaptureEvent, DecodeError> {
             }))
         }
         k if k == EventKind::Data as u8 => {
-            let start = size_of::<EventHeader>();
-            let end = start
-                .checked_add(header.captured_len as usize)
-                .ok_or_else(short)?;
-            let payload = record.get(start..end).ok_or_else(short)?;
+            let payload = payload(record, &header)?;
             Ok(CaptureEvent::Data(DataChunk {
                 key,
                 tid: header.tid,
@@ -127,11 +133,7 @@ pub fn decode(record: &[u8]) -> Result<CaptureEvent, DecodeError> {
             }))
         }
         k if k == EventKind::ProcessEnv as u8 => {
-            let start = size_of::<EventHeader>();
-            let end = start
-                .checked_add(header.captured_len as usize)
-                .ok_or_else(short)?;
-            let env = record.get(start..end).ok_or_else(short)?;
+            let env = payload(record, &header)?;
             Ok(CaptureEvent::ProcessService {
                 tgid: header.tgid,
                 service_name: super::process::service_name_from_environ(env),
