@@ -86,12 +86,13 @@ pub const KIND_CONNECT: u32 = 5;
 #[map]
 pub static IN_FLIGHT: LruHashMap<u64, InFlight> = LruHashMap::with_max_entries(16384, 0);
 
-/// Per-CPU staging area for one data record. Twice the largest capture so that the verifier
-/// can prove every iovec copy (offset < MAX, length <= MAX) stays inside it.
+/// Per-CPU staging area for one data record, with room after the payload so that the verifier
+/// can prove every copy in bounds from masks alone (offset < MAX, length < 2 * MAX): older
+/// verifiers (5.10, 6.1) lose a compared bound once the compiler spills it to the stack.
 #[repr(C)]
 pub struct Scratch {
     pub event: DataEvent,
-    pub spill: [u8; MAX_CAPTURE],
+    pub spill: [u8; 2 * MAX_CAPTURE],
 }
 
 #[map]

@@ -223,10 +223,10 @@ fn submit_scratch(
     };
     head.captured_len = captured as u32;
     scratch.event.header = head;
-    let size = core::mem::size_of::<EventHeader>() + (captured as usize & (2 * MAX_CAPTURE - 1));
-    if size > core::mem::size_of::<EventHeader>() + MAX_CAPTURE {
-        return false;
-    }
+    // As in copy_user: a mask the verifier sees right before the call bounds the size by the
+    // scratch slot (captured <= MAX_CAPTURE already, so it changes nothing).
+    let len = core::hint::black_box(captured as usize) & (2 * MAX_CAPTURE - 1);
+    let size = core::mem::size_of::<EventHeader>() + len;
     // SAFETY: size <= header + MAX_CAPTURE, inside the scratch slot.
     let record =
         unsafe { core::slice::from_raw_parts((&raw const scratch.event).cast::<u8>(), size) };
@@ -334,7 +334,6 @@ pub fn tw_enter_sendfile(ctx: TracePointContext) -> u32 {
 /// Returns false when the read faulted.
 #[inline(always)]
 fn copy_user(data: *mut u8, offset: u64, src: u64, want: u64) -> bool {
-    let offset = offset & (MAX_CAPTURE as u64 - 1);
     let mut n = want;
     if n > MAX_CAPTURE as u64 {
         n = MAX_CAPTURE as u64;
@@ -342,8 +341,13 @@ fn copy_user(data: *mut u8, offset: u64, src: u64, want: u64) -> bool {
     if n == 0 {
         return true;
     }
-    // SAFETY: offset < MAX_CAPTURE and n <= MAX_CAPTURE, and the scratch area is
-    // 2 * MAX_CAPTURE bytes long, so the destination range is inside it; the source is user
+    // The masks are what the verifier checks, right before the call: black_box keeps the
+    // compiler from folding them into the comparison above (which it may spill and older
+    // verifiers then forget). They change no value: offset < MAX and n <= MAX already.
+    let offset = core::hint::black_box(offset) & (MAX_CAPTURE as u64 - 1);
+    let n = core::hint::black_box(n) & (2 * MAX_CAPTURE as u64 - 1);
+    // SAFETY: offset < MAX_CAPTURE and n < 2 * MAX_CAPTURE, and the scratch area is
+    // 3 * MAX_CAPTURE bytes long, so the destination range is inside it; the source is user
     // memory read through the fault-tolerant helper.
     let rc = unsafe {
         generated::bpf_probe_read_user(data.add(offset as usize).cast(), n as u32, src as *const _)
