@@ -24,6 +24,8 @@ pub enum EventKind {
     /// connection so that `OTEL_SERVICE_NAME` is known even when the process exits before user
     /// space can read /proc.
     ProcessEnv = 4,
+    /// A process that had tracked connections exited: its sockets were closed without close(2).
+    ProcessExit = 5,
 }
 
 /// Bytes of a process's environment block sent with [`EventKind::ProcessEnv`].

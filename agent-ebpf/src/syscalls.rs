@@ -505,6 +505,35 @@ pub fn tw_exit_connect(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// sched:sched_process_exit (stable since 2.6): a process closes its descriptors on exit without
+/// close(2), which would leave a response framed by the connection's end open forever. Sent
+/// once, for the thread-group leader of a process that had a tracked connection.
+#[tracepoint]
+pub fn tw_process_exit(_ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid != pid_tgid as u32 {
+        return 0;
+    }
+    // SAFETY: map lookup as above.
+    if unsafe { ENV_SENT.get(&tgid) }.is_none() {
+        return 0;
+    }
+    let _ = ENV_SENT.remove(&tgid);
+    let cfg = config();
+    let mut event = header(EventKind::ProcessExit, pid_tgid, 0, 0);
+    // SAFETY: helper without preconditions.
+    event.start_ns = unsafe { bpf_ktime_get_ns() };
+    event.end_ns = event.start_ns;
+    if EVENTS
+        .output::<EventHeader>(&event, wakeup_flag(cfg))
+        .is_err()
+    {
+        count(KernelCounter::RingFull);
+    }
+    0
+}
+
 #[tracepoint]
 pub fn tw_enter_close(ctx: TracePointContext) -> u32 {
     let cfg = config();

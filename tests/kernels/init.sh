@@ -2,7 +2,7 @@
 # /init of the initramfs that `cargo xtask kernels` boots under qemu: runs `tracewire check`,
 # then traces busybox httpd serving busybox wget over loopback, prints everything between
 # markers on the serial console, and powers off. The host side parses the markers.
-export PATH=/bin
+export PATH=/bin NO_COLOR=1
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev

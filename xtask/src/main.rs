@@ -1,6 +1,7 @@
 //! `cargo xtask`: every set-up, build and test step of Tracewire, so that a fresh machine needs
 //! nothing but `cargo xtask run` or `cargo xtask test`.
 mod bench;
+mod kernels;
 mod setup;
 
 use std::{
@@ -46,8 +47,22 @@ enum Task {
         #[arg(long)]
         quick: bool,
     },
+    /// Boot the release agent on Debian's 5.10, 6.1 and 6.12 cloud kernels under qemu (TCG)
+    /// and check that it runs and traces HTTP over loopback there; kernels are cached under
+    /// target/kernels.
+    Kernels {
+        /// Only these kernel versions (repeatable): 5.10, 6.1, 6.12.
+        #[arg(long)]
+        only: Vec<String>,
+        /// Seconds one kernel's boot and test may take.
+        #[arg(long, default_value_t = 120)]
+        timeout_secs: u64,
+        /// Seconds all boots together may take.
+        #[arg(long, default_value_t = 600)]
+        budget_secs: u64,
+    },
     /// Set up with every test peer, build once, run unit tests, bounded fuzzing, end-to-end
-    /// tests against the real agent, and lints.
+    /// tests against the real agent, the kernel matrix (5.10, 6.1, 6.12 under qemu), and lints.
     Test {
         /// Seconds each fuzz target runs (default 30, or TRACEWIRE_FUZZ_SECS).
         #[arg(long)]
@@ -199,6 +214,7 @@ fn test(fuzz_secs: Option<u64>, no_lint: bool) -> Result<()> {
         "end-to-end tests (real agent, real eBPF, real peers)",
         "an end-to-end test failed: its output above shows the agent's log and what the receiver got",
     )?;
+    kernels::kernels(&kernels::Options::default())?;
     if !no_lint {
         run(
             cargo().args(["fmt", "--all", "--", "--check"]),
@@ -249,6 +265,19 @@ fn main() -> Result<()> {
                 "running tracewire (Ctrl-C stops it)",
                 "see the agent's message above; `tracewire check` tells what this host supports",
             )
+        }
+        Task::Kernels {
+            only,
+            timeout_secs,
+            budget_secs,
+        } => {
+            setup::setup(false)?;
+            build(true)?;
+            kernels::kernels(&kernels::Options {
+                only,
+                timeout: std::time::Duration::from_secs(timeout_secs),
+                budget: std::time::Duration::from_secs(budget_secs),
+            })
         }
         Task::Test { fuzz_secs, no_lint } => test(fuzz_secs, no_lint),
         Task::Bench { quick } => {

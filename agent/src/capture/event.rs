@@ -51,6 +51,8 @@ pub enum CaptureEvent {
     Data(DataChunk),
     Close {
         key: ConnKey,
+        /// The descriptor closed; the socket lives on while the process holds another.
+        fd: u32,
         ts_ns: u64,
     },
     /// What a process's environment says its service is (None: it does not say). Only these
@@ -58,6 +60,10 @@ pub enum CaptureEvent {
     ProcessService {
         tgid: u32,
         service_name: Option<String>,
+    },
+    /// A process that had tracked connections exited.
+    ProcessExit {
+        tgid: u32,
     },
 }
 
@@ -139,8 +145,12 @@ pub fn decode(record: &[u8]) -> Result<CaptureEvent, DecodeError> {
                 service_name: super::process::service_name_from_environ(env),
             })
         }
+        k if k == EventKind::ProcessExit as u8 => {
+            Ok(CaptureEvent::ProcessExit { tgid: header.tgid })
+        }
         k if k == EventKind::ConnClose as u8 => Ok(CaptureEvent::Close {
             key,
+            fd: header.fd,
             ts_ns: header.start_ns,
         }),
         kind => Err(DecodeError::UnknownKind { kind }),

@@ -64,6 +64,10 @@ const ATTACHMENTS: &[(&str, &[&str])] = &[
     ("tw_enter_close", &["sys_enter_close"]),
 ];
 
+/// Programs on other tracepoint categories.
+const OTHER_ATTACHMENTS: &[(&str, &str, &str)] =
+    &[("tw_process_exit", "sched", "sched_process_exit")];
+
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
     #[error(
@@ -100,7 +104,7 @@ pub enum CaptureError {
         source: aya::programs::ProgramError,
     },
     #[error(
-        "attaching {name} to tracepoint syscalls/{tracepoint} failed: {source}; is tracefs \
+        "attaching {name} to tracepoint {tracepoint} failed: {source}; is tracefs \
          mounted and the kernel built with CONFIG_FTRACE_SYSCALLS?"
     )]
     Attach {
@@ -250,6 +254,23 @@ impl Capture {
                         source,
                     })?;
             }
+        }
+        for (name, category, tracepoint) in OTHER_ATTACHMENTS {
+            let program: &mut TracePoint = ebpf
+                .program_mut(name)
+                .ok_or(CaptureError::MissingProgram { name })?
+                .try_into()
+                .map_err(|source| CaptureError::Program { name, source })?;
+            program
+                .load()
+                .map_err(|source| CaptureError::Program { name, source })?;
+            program
+                .attach(category, tracepoint)
+                .map_err(|source| CaptureError::Attach {
+                    name,
+                    tracepoint,
+                    source,
+                })?;
         }
         let ring = ebpf
             .take_map("EVENTS")
@@ -412,7 +433,9 @@ fn drain(ring: &mut RingBuf<MapData>, events: &mpsc::Sender<CaptureEvent>) -> bo
                         &TELEMETRY.events_data
                     }
                     CaptureEvent::Close { .. } => &TELEMETRY.events_close,
-                    CaptureEvent::ProcessService { .. } => &TELEMETRY.events_process,
+                    CaptureEvent::ProcessService { .. } | CaptureEvent::ProcessExit { .. } => {
+                        &TELEMETRY.events_process
+                    }
                 }
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if events.try_send(ev).is_err() {

@@ -119,8 +119,15 @@ struct PendingRequest {
     tid: u32,
 }
 
+/// Descriptors of one socket tracked per process (dup, dup2 onto 0 and 1 by inetd-style and
+/// busybox servers); more are not followed.
+const MAX_FDS: usize = 8;
+
 struct Connection {
     meta: Arc<ConnMeta>,
+    /// The process's descriptors for this socket; the connection ends when the last closes.
+    /// Empty when it was first seen without an open record: then any close ends it.
+    fds: Vec<u32>,
     role: Option<Role>,
     requests: MessageStream,
     responses: MessageStream,
@@ -168,6 +175,7 @@ impl ConnTable {
     fn new_connection(&self, meta: ConnMeta, now_ns: u64) -> Connection {
         Connection {
             meta: Arc::new(meta),
+            fds: Vec::new(),
             role: None,
             requests: MessageStream::new(self.limits.max_head),
             responses: MessageStream::new(self.limits.max_head),
@@ -181,8 +189,25 @@ impl ConnTable {
     }
 
     pub fn open(&mut self, open: ConnOpen, out: &mut Vec<Notice>) {
-        if let Some(old) = self.conns.remove(&open.key) {
+        let fresh = matches!(open.origin, ConnOrigin::Accepted | ConnOrigin::Connected);
+        if fresh && let Some(old) = self.conns.remove(&open.key) {
+            // accept/connect made a new socket at the address of one whose close we missed
+            // (e.g. the ring buffer was full): the old connection is over.
             self.finish(old, out);
+        }
+        if let Some(conn) = self.conns.get_mut(&open.key) {
+            // The same socket under another descriptor of the process (dup, dup2 onto 0/1):
+            // one connection, one byte stream.
+            if !conn.fds.contains(&open.fd) && conn.fds.len() < MAX_FDS {
+                conn.fds.push(open.fd);
+            }
+            if conn.meta.local.is_none() {
+                let mut meta = (*conn.meta).clone();
+                meta.local = Some(open.local);
+                meta.remote = Some(open.remote);
+                conn.meta = Arc::new(meta);
+            }
+            return;
         }
         if self.conns.len() >= self.limits.max_connections {
             TELEMETRY.drop(Drop::ConnectionTableFull);
@@ -195,15 +220,23 @@ impl ConnTable {
             origin: open.origin,
             process,
         };
-        let conn = self.new_connection(meta, open.ts_ns);
+        let mut conn = self.new_connection(meta, open.ts_ns);
+        conn.fds.push(open.fd);
         self.conns.insert(open.key, conn);
         TELEMETRY
             .connections_tracked
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
-    pub fn close(&mut self, key: ConnKey, out: &mut Vec<Notice>) {
-        if let Some(conn) = self.conns.remove(&key) {
+    /// One descriptor of the socket closed; the connection ends with its last one.
+    pub fn close(&mut self, key: ConnKey, fd: u32, out: &mut Vec<Notice>) {
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        conn.fds.retain(|f| *f != fd);
+        if conn.fds.is_empty()
+            && let Some(conn) = self.conns.remove(&key)
+        {
             self.finish(conn, out);
         }
     }
@@ -265,6 +298,22 @@ impl ConnTable {
         conn.on_chunk(chunk, budget_left, max_pending, next_id, out);
         let after = conn.requests.buffered() + conn.responses.buffered();
         self.buffered = (self.buffered + after).saturating_sub(before);
+    }
+
+    /// A process exited: its descriptors were closed by the kernel, without close(2).
+    pub fn process_exit(&mut self, tgid: u32, out: &mut Vec<Notice>) {
+        let keys: Vec<ConnKey> = self
+            .conns
+            .keys()
+            .filter(|k| k.tgid == tgid)
+            .copied()
+            .collect();
+        for key in keys {
+            if let Some(conn) = self.conns.remove(&key) {
+                self.finish(conn, out);
+            }
+        }
+        self.processes.forget(tgid);
     }
 
     /// Forgets connections idle for longer than the timeout.
@@ -475,7 +524,8 @@ pub async fn run(
             ev = events.recv() => match ev {
                 Some(CaptureEvent::Open(o)) => table.open(o, &mut out),
                 Some(CaptureEvent::Data(d)) => table.data(d, &mut out),
-                Some(CaptureEvent::Close { key, .. }) => table.close(key, &mut out),
+                Some(CaptureEvent::Close { key, fd, .. }) => table.close(key, fd, &mut out),
+                Some(CaptureEvent::ProcessExit { tgid }) => table.process_exit(tgid, &mut out),
                 Some(CaptureEvent::ProcessService { tgid, service_name }) => {
                     table.learn_service(tgid, service_name)
                 }

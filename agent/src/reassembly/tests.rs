@@ -157,7 +157,7 @@ fn close_ends_until_close_body_and_counts_unanswered() {
     );
     t.data(chunk(Direction::Egress, 5, 6, b"more body", 0), &mut out);
     assert!(finished(&out).is_empty());
-    t.close(KEY, &mut out);
+    t.close(KEY, 3, &mut out);
     assert_eq!(finished(&out).len(), 1);
     assert_eq!(finished(&out)[0].end_ns, 6);
     assert!(t.is_empty());
@@ -256,7 +256,7 @@ fn notices_start_before_finish_and_abandon_on_close() {
         ),
         &mut out,
     );
-    t.close(KEY, &mut out);
+    t.close(KEY, 3, &mut out);
     let kinds: Vec<String> = out
         .iter()
         .map(|n| match n {
@@ -269,4 +269,44 @@ fn notices_start_before_finish_and_abandon_on_close() {
         kinds,
         ["start 1 true", "start 2 false", "finish 1", "abandon 2"]
     );
+}
+
+#[test]
+fn a_socket_under_two_descriptors_is_one_connection() {
+    // busybox httpd and inetd-style servers: the socket is dup'ed onto fds 0 and 1, the
+    // request read on one, the response written on the other.
+    let mut t = table();
+    open(&mut t, ConnOrigin::Accepted);
+    let mut out = Vec::new();
+    t.open(
+        ConnOpen {
+            key: KEY,
+            fd: 1,
+            origin: ConnOrigin::Unknown,
+            ts_ns: 2,
+            local: "127.0.0.1:8080".parse().expect("addr"),
+            remote: "127.0.0.1:40000".parse().expect("addr"),
+            comm: "httpd".into(),
+        },
+        &mut out,
+    );
+    t.data(
+        chunk(Direction::Ingress, 1, 2, b"GET / HTTP/1.0\r\n\r\n", 0),
+        &mut out,
+    );
+    t.close(KEY, 3, &mut out);
+    assert_eq!(t.len(), 1, "fd 1 still holds the socket");
+    t.data(
+        chunk(
+            Direction::Egress,
+            3,
+            4,
+            b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n",
+            0,
+        ),
+        &mut out,
+    );
+    assert_eq!(finished(&out).len(), 1);
+    t.close(KEY, 1, &mut out);
+    assert!(t.is_empty());
 }

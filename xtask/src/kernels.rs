@@ -1,0 +1,743 @@
+//! `cargo xtask kernels`: boots the release agent on other kernels under qemu (TCG) and checks
+//! that it traces HTTP there.
+//!
+//! Each kernel is a Debian cloud kernel (virtio built in), fetched with a private apt
+//! configuration under `target/kernels/apt` (the system's apt configuration is never touched)
+//! and cached at `target/kernels/<version>/vmlinuz`. One initramfs serves every kernel:
+//! static busybox, the agent and the libraries `ldd` lists, and `tests/kernels/init.sh` as
+//! `/init`. The guest has loopback only; it prints `tracewire check` and the spans between
+//! markers on the serial console, which is all the host reads.
+use std::{
+    fmt::Write as _,
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::setup::has;
+use crate::{agent_binary, run, workspace_root};
+
+const INIT: &str = include_str!("../../tests/kernels/init.sh");
+
+/// A kernel line to test: the newest Debian cloud image whose package name starts with `prefix`.
+struct KernelLine {
+    version: &'static str,
+    prefix: &'static str,
+}
+
+const KERNELS: &[KernelLine] = &[
+    KernelLine {
+        version: "5.10",
+        prefix: "linux-image-5.10.0-",
+    },
+    KernelLine {
+        version: "6.1",
+        prefix: "linux-image-6.1.0-",
+    },
+    KernelLine {
+        version: "6.12",
+        prefix: "linux-image-6.12.",
+    },
+];
+
+/// Suites the private apt configuration knows: together they carry every line in `KERNELS`.
+const SUITES: &[&str] = &["bullseye", "bookworm", "bookworm-backports"];
+
+const CHECK_OK: &str = "tracewire can run on this host";
+
+pub struct Options {
+    /// Kernel versions to test (empty: all).
+    pub only: Vec<String>,
+    /// Seconds one boot-and-test may take.
+    pub timeout: Duration,
+    /// Seconds all boots together may take.
+    pub budget: Duration,
+}
+
+impl Default for Options {
+    /// Every kernel, as `cargo xtask test` runs them.
+    fn default() -> Self {
+        Options {
+            only: Vec::new(),
+            timeout: Duration::from_secs(120),
+            budget: Duration::from_secs(600),
+        }
+    }
+}
+
+struct Outcome {
+    version: String,
+    package: String,
+    seconds: f64,
+    check: String,
+    spans: String,
+    failure: Option<String>,
+}
+
+pub fn kernels(opts: &Options) -> Result<()> {
+    let started = Instant::now();
+    let lines: Vec<&KernelLine> = KERNELS
+        .iter()
+        .filter(|k| opts.only.is_empty() || opts.only.iter().any(|o| o == k.version))
+        .collect();
+    if lines.is_empty() {
+        let known: Vec<&str> = KERNELS.iter().map(|k| k.version).collect();
+        bail!(
+            "no kernel matches {:?}; known versions: {}",
+            opts.only,
+            known.join(", ")
+        );
+    }
+    tools()?;
+    let dir = workspace_root().join("target/kernels");
+    let initramfs = initramfs(&dir)?;
+    let mut apt = Apt::new(&dir.join("apt"));
+    let mut outcomes = Vec::new();
+    let boots_started = Instant::now();
+    for line in lines {
+        let mut outcome = Outcome {
+            version: line.version.to_string(),
+            package: String::new(),
+            seconds: 0.0,
+            check: "-".into(),
+            spans: "-".into(),
+            failure: None,
+        };
+        match kernel(&mut apt, &dir, line) {
+            Err(e) => outcome.failure = Some(format!("{e:#}")),
+            Ok((package, vmlinuz)) => {
+                outcome.package = package;
+                let left = opts.budget.saturating_sub(boots_started.elapsed());
+                if left < Duration::from_secs(5) {
+                    outcome.failure = Some(format!(
+                        "not booted: the total budget of {} s is spent; raise --budget-secs",
+                        opts.budget.as_secs()
+                    ));
+                } else {
+                    boot_and_test(&vmlinuz, &initramfs, opts.timeout.min(left), &mut outcome);
+                }
+            }
+        }
+        outcomes.push(outcome);
+    }
+    report(&outcomes, started.elapsed())
+}
+
+fn report(outcomes: &[Outcome], total: Duration) -> Result<()> {
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "| kernel | package | boot+test s | check | spans | result |"
+    );
+    let _ = writeln!(table, "|---|---|---|---|---|---|");
+    for o in outcomes {
+        let _ = writeln!(
+            table,
+            "| {} | {} | {:.1} | {} | {} | {} |",
+            o.version,
+            o.package,
+            o.seconds,
+            o.check,
+            o.spans,
+            if o.failure.is_some() { "FAIL" } else { "ok" }
+        );
+    }
+    eprintln!(
+        "\n==> kernels ({:.0} s in all)\n{table}",
+        total.as_secs_f64()
+    );
+    let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.failure.is_some()).collect();
+    for o in &failed {
+        eprintln!(
+            "--- {} failed ---\n{}\n",
+            o.version,
+            o.failure.as_deref().unwrap_or_default()
+        );
+    }
+    if !failed.is_empty() {
+        let names: Vec<&str> = failed.iter().map(|o| o.version.as_str()).collect();
+        bail!(
+            "the agent failed on kernel(s) {}: see each failure and console tail above",
+            names.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// qemu, static busybox and cpio, installed with apt only when missing.
+fn tools() -> Result<()> {
+    let mut wanted = Vec::new();
+    if !has("qemu-system-x86_64") {
+        wanted.push("qemu-system-x86");
+    }
+    if !installed("busybox-static") {
+        wanted.push("busybox-static");
+    }
+    if !has("cpio") {
+        wanted.push("cpio");
+    }
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    run(
+        Command::new("apt-get")
+            .arg("update")
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        "refreshing Debian's package lists",
+        "apt-get needs root and access to Debian's mirrors",
+    )?;
+    run(
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&wanted)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        &format!("installing {} (to boot other kernels)", wanted.join(" ")),
+        "apt-get needs root and access to Debian's mirrors",
+    )
+}
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+/// apt-get and apt-cache over a private configuration: its own sources.list, lists and cache,
+/// pointing at the mirror the system uses.
+struct Apt {
+    dir: PathBuf,
+    updated: bool,
+}
+
+impl Apt {
+    fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            updated: false,
+        }
+    }
+
+    fn options(&self) -> Vec<String> {
+        let d = self.dir.display();
+        vec![
+            format!("-oDir::Etc::SourceList={d}/sources.list"),
+            format!("-oDir::Etc::SourceParts={d}/sources.list.d"),
+            format!("-oDir::State::Lists={d}/lists"),
+            format!("-oDir::Cache={d}/cache"),
+            "-oDir::Cache::pkgcache=".into(),
+            "-oDir::Cache::srcpkgcache=".into(),
+            "-oDir::State::status=/dev/null".into(),
+            "-oAcquire::Languages=none".into(),
+            // The download folder is under target/, which apt's sandbox user cannot write.
+            "-oAPT::Sandbox::User=root".into(),
+        ]
+    }
+
+    fn update(&mut self) -> Result<()> {
+        if self.updated {
+            return Ok(());
+        }
+        let mirror = system_mirror();
+        for sub in ["sources.list.d", "lists/partial", "cache/archives/partial"] {
+            let p = self.dir.join(sub);
+            fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
+        }
+        let mut list = String::new();
+        for suite in SUITES {
+            let _ = writeln!(
+                list,
+                "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {mirror} {suite} main"
+            );
+        }
+        let path = self.dir.join("sources.list");
+        fs::write(&path, list).with_context(|| format!("writing {}", path.display()))?;
+        run(
+            Command::new("apt-get").args(self.options()).arg("update"),
+            &format!("refreshing the private kernel package lists ({mirror})"),
+            "the Debian mirror must be reachable and debian-archive-keyring installed",
+        )?;
+        self.updated = true;
+        Ok(())
+    }
+
+    /// The newest package whose name starts with `prefix` and ends in `-cloud-amd64`.
+    fn newest(&mut self, prefix: &str) -> Result<String> {
+        self.update()?;
+        let out = Command::new("apt-cache")
+            .args(self.options())
+            .arg("pkgnames")
+            .arg(prefix)
+            .output()
+            .context("running apt-cache pkgnames")?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|n| n.ends_with("-cloud-amd64"))
+            .max_by_key(|n| version_key(n))
+            .map(str::to_string)
+            .with_context(|| {
+                format!(
+                    "no {prefix}*-cloud-amd64 package in {}: is the suite still on the mirror?",
+                    SUITES.join(", ")
+                )
+            })
+    }
+
+    fn download(&mut self, package: &str, into: &Path) -> Result<PathBuf> {
+        self.update()?;
+        run(
+            Command::new("apt-get")
+                .args(self.options())
+                .args(["download", package])
+                .current_dir(into),
+            &format!("downloading {package}"),
+            "the Debian mirror must be reachable",
+        )?;
+        fs::read_dir(into)
+            .with_context(|| format!("listing {}", into.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.extension().is_some_and(|e| e == "deb")
+                    && p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(package))
+            })
+            .with_context(|| {
+                format!(
+                    "apt-get download left no {package}*.deb in {}",
+                    into.display()
+                )
+            })
+    }
+}
+
+/// Numbers in a package name, in order, so that 6.12.90+deb12.1 < 6.12.95+deb12.
+fn version_key(name: &str) -> Vec<u64> {
+    name.split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+/// The Debian mirror of the system's apt sources (deb822 or one-line), else deb.debian.org.
+fn system_mirror() -> String {
+    let mut texts = Vec::new();
+    if let Ok(t) = fs::read_to_string("/etc/apt/sources.list") {
+        texts.push(t);
+    }
+    if let Ok(dir) = fs::read_dir("/etc/apt/sources.list.d") {
+        let mut paths: Vec<PathBuf> = dir.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        for p in paths {
+            let name = p.to_string_lossy();
+            if name.ends_with(".list") || name.ends_with(".sources") {
+                texts.extend(fs::read_to_string(&p).ok());
+            }
+        }
+    }
+    texts
+        .iter()
+        .flat_map(|t| t.lines())
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .flat_map(|l| {
+            let uris = l
+                .strip_prefix("URIs:")
+                .map(|u| u.split_whitespace().collect::<Vec<_>>());
+            uris.unwrap_or_else(|| {
+                if l.starts_with("deb ") {
+                    l.split_whitespace()
+                        .filter(|w| w.contains("://"))
+                        .take(1)
+                        .collect()
+                } else {
+                    Vec::new()
+                }
+            })
+        })
+        .find(|u| u.trim_end_matches('/').ends_with("/debian"))
+        .map(|u| u.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| "http://deb.debian.org/debian".into())
+}
+
+/// The cached kernel of `line`, fetched when missing: (package name, path of vmlinuz).
+fn kernel(apt: &mut Apt, dir: &Path, line: &KernelLine) -> Result<(String, PathBuf)> {
+    let kdir = dir.join(line.version);
+    let vmlinuz = kdir.join("vmlinuz");
+    let package_file = kdir.join("package");
+    if vmlinuz.is_file() {
+        let package = fs::read_to_string(&package_file).unwrap_or_default();
+        return Ok((package.trim().to_string(), vmlinuz));
+    }
+    let package = apt
+        .newest(line.prefix)
+        .with_context(|| format!("finding the {} kernel", line.version))?;
+    let download = kdir.join("download");
+    let _ = fs::remove_dir_all(&download);
+    fs::create_dir_all(&download).with_context(|| format!("creating {}", download.display()))?;
+    let deb = apt.download(&package, &download)?;
+    let root = download.join("root");
+    run(
+        Command::new("dpkg").arg("-x").arg(&deb).arg(&root),
+        &format!("unpacking {}", deb.display()),
+        "dpkg must be installed and the .deb intact; delete the folder to fetch it again",
+    )?;
+    let boot = root.join("boot");
+    let image = fs::read_dir(&boot)
+        .with_context(|| format!("listing {}", boot.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .with_context(|| format!("{package} has no boot/vmlinuz-*"))?;
+    fs::copy(&image, &vmlinuz).with_context(|| format!("copying {}", image.display()))?;
+    fs::write(&package_file, &package)?;
+    // Modules are not needed (virtio is built in): keep only vmlinuz.
+    let _ = fs::remove_dir_all(&download);
+    Ok((package, vmlinuz))
+}
+
+/// Builds target/kernels/initramfs.cpio, or reuses it when the agent and /init are unchanged.
+fn initramfs(dir: &Path) -> Result<PathBuf> {
+    let agent = agent_binary();
+    let meta = fs::metadata(&agent).with_context(|| {
+        format!(
+            "no agent at {}: `cargo xtask build --release` builds it",
+            agent.display()
+        )
+    })?;
+    let key = format!("{} {:?} {:x}", meta.len(), meta.modified().ok(), hash(INIT));
+    let cpio = dir.join("initramfs.cpio");
+    let key_file = dir.join("initramfs.key");
+    if cpio.is_file() && fs::read_to_string(&key_file).is_ok_and(|k| k == key) {
+        eprintln!("==> reusing {}", cpio.display());
+        return Ok(cpio);
+    }
+    let root = dir.join("initramfs");
+    let _ = fs::remove_dir_all(&root);
+    for sub in [
+        "bin", "proc", "sys", "dev", "tmp", "etc", "www", "root", "lib64",
+    ] {
+        fs::create_dir_all(root.join(sub))?;
+    }
+    copy_into(Path::new("/bin/busybox"), &root, "bin/busybox")?;
+    for applet in [
+        "sh", "mount", "ip", "ifconfig", "httpd", "wget", "sleep", "cat", "grep", "poweroff",
+        "kill", "uname", "echo", "ls", "dmesg", "mkdir", "ps",
+    ] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))
+            .with_context(|| format!("linking the {applet} applet"))?;
+    }
+    // The agent without its debug info: a smaller initramfs boots faster.
+    run(
+        Command::new("strip")
+            .arg("--strip-debug")
+            .arg("-o")
+            .arg(root.join("tracewire"))
+            .arg(&agent),
+        "copying the agent without debug info into the initramfs",
+        "binutils provides strip: `apt-get install binutils`",
+    )?;
+    for lib in libraries(&agent)? {
+        let rel = lib.strip_prefix("/").unwrap_or(&lib);
+        copy_into(&lib, &root, &rel.to_string_lossy())?;
+    }
+    copy_into(Path::new("/etc/ld.so.cache"), &root, "etc/ld.so.cache")?;
+    fs::write(root.join("www/ok.html"), "<html>ok</html>\n")?;
+    fs::write(root.join("init"), INIT)?;
+    set_executable(&root.join("init"))?;
+    run(
+        Command::new("sh")
+            .arg("-c")
+            .arg("find . | cpio --quiet -o -H newc -R 0:0 > ../initramfs.cpio")
+            .current_dir(&root),
+        "packing the initramfs",
+        "cpio must be installed",
+    )?;
+    fs::write(&key_file, key)?;
+    Ok(cpio)
+}
+
+fn hash(s: &str) -> u64 {
+    // FNV-1a: stable across runs, unlike std's RandomState.
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+fn copy_into(from: &Path, root: &Path, rel: &str) -> Result<()> {
+    let to = root.join(rel);
+    if let Some(parent) = to.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    fs::copy(from, &to)
+        .with_context(|| format!("copying {} into the initramfs", from.display()))?;
+    Ok(())
+}
+
+fn set_executable(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("chmod {}", path.display()))
+}
+
+/// Absolute paths of the shared libraries `ldd` lists for `binary`.
+fn libraries(binary: &Path) -> Result<Vec<PathBuf>> {
+    let out = Command::new("ldd")
+        .arg(binary)
+        .output()
+        .context("running ldd (libc-bin)")?;
+    if !out.status.success() {
+        bail!(
+            "ldd {} failed: {}",
+            binary.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let path = l
+                .split("=>")
+                .last()?
+                .split_whitespace()
+                .next()
+                .filter(|p| p.starts_with('/'))?;
+            Some(PathBuf::from(path))
+        })
+        .collect())
+}
+
+/// qemu, killed (by pid) and reaped when dropped, whatever happened.
+struct Qemu(Child);
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+fn boot_and_test(vmlinuz: &Path, initramfs: &Path, timeout: Duration, outcome: &mut Outcome) {
+    let console = vmlinuz.with_file_name("console.log");
+    let started = Instant::now();
+    let result = boot(vmlinuz, initramfs, &console, timeout);
+    outcome.seconds = started.elapsed().as_secs_f64();
+    let text = fs::read_to_string(&console)
+        .unwrap_or_default()
+        .replace('\r', "");
+    let failure = match result.and_then(|()| verify(&text, outcome)) {
+        Ok(()) => {
+            eprintln!(
+                "==> {}: ok in {:.1} s ({})",
+                outcome.version, outcome.seconds, outcome.spans
+            );
+            return;
+        }
+        Err(e) => e,
+    };
+    let tail: Vec<&str> = text.lines().rev().take(60).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    outcome.failure = Some(format!(
+        "{failure:#}\nconsole ({}), last lines:\n{}",
+        console.display(),
+        tail.join("\n")
+    ));
+    eprintln!(
+        "==> {}: FAILED in {:.1} s",
+        outcome.version, outcome.seconds
+    );
+}
+
+fn boot(vmlinuz: &Path, initramfs: &Path, console: &Path, timeout: Duration) -> Result<()> {
+    let log =
+        fs::File::create(console).with_context(|| format!("creating {}", console.display()))?;
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-accel", "tcg", "-m", "1024", "-smp", "2"])
+        .args(["-nographic", "-no-reboot", "-nic", "none"])
+        .arg("-kernel")
+        .arg(vmlinuz)
+        .arg("-initrd")
+        .arg(initramfs)
+        .args(["-append", "console=ttyS0 panic=-1 loglevel=4"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    eprintln!(
+        "==> booting {} (console: {})",
+        vmlinuz.display(),
+        console.display()
+    );
+    let child = cmd
+        .spawn()
+        .context("starting qemu-system-x86_64 (package qemu-system-x86)")?;
+    let mut qemu = Qemu(child);
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = qemu.0.try_wait()? {
+            if !status.success() {
+                bail!("qemu exited with {status}");
+            }
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the guest did not power off within {} s (raise --timeout-secs if TCG is just slow)",
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn between<'a>(text: &'a str, begin: &str, end: &str) -> Option<&'a str> {
+    let start = text.find(begin)? + begin.len();
+    let len = text[start..].find(end)?;
+    Some(text[start..start + len].trim())
+}
+
+/// Checks the console: `tracewire check` says the agent can run, and the spans of the ok
+/// request (server and client) and of the 404 are there.
+fn verify(text: &str, outcome: &mut Outcome) -> Result<()> {
+    let check = between(text, "==TW-CHECK-BEGIN==", "==TW-CHECK-END==")
+        .context("no `tracewire check` output on the console: the guest did not reach /init")?;
+    let check_ok = check.lines().last().is_some_and(|l| l.contains(CHECK_OK));
+    outcome.check = if check_ok { "can run" } else { "CANNOT run" }.into();
+    let spans = between(text, "==TW-SPANS-BEGIN==", "==TW-SPANS-END==")
+        .context("no span output on the console: /init did not finish")?;
+    let expected = [
+        (
+            "httpd SERVER GET /ok.html 200",
+            "server span of GET /ok.html",
+        ),
+        (
+            "wget CLIENT GET http://127.0.0.1:8080/ok.html 200",
+            "client span of GET /ok.html",
+        ),
+        (
+            "httpd SERVER GET /missing.html 404",
+            "server span of the 404",
+        ),
+    ];
+    // busybox's applets are one binary: the agent names the process after its comm (httpd,
+    // wget) or its executable (busybox), depending on whether /proc still had the process.
+    let found: Vec<bool> = expected
+        .iter()
+        .map(|(needle, _)| {
+            let applet = needle.split(' ').next().unwrap_or_default();
+            let as_busybox = format!("busybox{}", &needle[applet.len()..]);
+            spans
+                .lines()
+                .any(|l| l.contains(needle) || l.contains(&as_busybox))
+        })
+        .collect();
+    let missing: Vec<&str> = expected
+        .iter()
+        .zip(&found)
+        .filter(|(_, found)| !**found)
+        .map(|((_, what), _)| *what)
+        .collect();
+    let mark = |i: usize| if found[i] { "yes" } else { "NO" };
+    outcome.spans = format!(
+        "server 200 {}, client 200 {}, server 404 {} ({} lines)",
+        mark(0),
+        mark(1),
+        mark(2),
+        spans.lines().count()
+    );
+    if !check_ok {
+        bail!(
+            "`tracewire check` does not end with \"{CHECK_OK}\":\n{}\n(the whole verifier log is in the console file)",
+            check_summary(check)
+        );
+    }
+    if !missing.is_empty() {
+        bail!("missing {}; the spans were:\n{spans}", missing.join(", "));
+    }
+    Ok(())
+}
+
+/// The table rows of `tracewire check` (first line of each), and the end of every verifier
+/// log: the lines before "processed N insns", where the verifier says why it refused.
+fn check_summary(check: &str) -> String {
+    let lines: Vec<&str> = check.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let row = ["ok ", "FAIL", "warn", "WARN", "skip", "tracewire "]
+            .iter()
+            .any(|p| line.starts_with(p));
+        if row {
+            out.push(line.chars().take(300).collect::<String>());
+        }
+        if line.starts_with("processed ") && line.contains(" insns") {
+            out.push("    verifier log ends with:".into());
+            let from = i.saturating_sub(8);
+            out.extend(lines[from..=i].iter().map(|l| format!("    {l}")));
+        }
+    }
+    out.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newest_package_by_numbers() {
+        let names = [
+            "linux-image-6.12.90+deb12.1-cloud-amd64",
+            "linux-image-6.12.95+deb12-cloud-amd64",
+            "linux-image-6.12.9+deb12-cloud-amd64",
+        ];
+        let newest = names.iter().max_by_key(|n| version_key(n));
+        assert_eq!(newest, Some(&"linux-image-6.12.95+deb12-cloud-amd64"));
+    }
+
+    fn outcome() -> Outcome {
+        Outcome {
+            version: "x".into(),
+            package: String::new(),
+            seconds: 0.0,
+            check: String::new(),
+            spans: String::new(),
+            failure: None,
+        }
+    }
+
+    const CONSOLE: &str = "boot\n==TW-CHECK-BEGIN==\nok   BTF  fine\ntracewire can run on this host\n\
+        ==TW-CHECK-END== rc=0\n==TW-SPANS-BEGIN==\n\
+        t httpd SERVER GET /ok.html 200 1ms trace=a span=b\n\
+        t busybox CLIENT GET http://127.0.0.1:8080/ok.html 200 2ms trace=a span=c\n\
+        ==TW-SPANS-END==\n";
+
+    #[test]
+    fn verify_accepts_either_applet_name_and_names_what_is_missing() {
+        let mut o = outcome();
+        let err = verify(CONSOLE, &mut o).unwrap_err().to_string();
+        assert_eq!(o.check, "can run");
+        assert!(
+            o.spans
+                .starts_with("server 200 yes, client 200 yes, server 404 NO")
+        );
+        assert!(err.contains("server span of the 404"), "{err}");
+        let full = CONSOLE.replace(
+            "==TW-SPANS-END==",
+            "t httpd SERVER GET /missing.html 404 1ms\n==TW-SPANS-END==",
+        );
+        assert!(verify(&full, &mut outcome()).is_ok());
+    }
+
+    #[test]
+    fn markers() {
+        let text = "x\n==A==\nhello\n==B== rc=0\n";
+        assert_eq!(between(text, "==A==", "==B=="), Some("hello"));
+    }
+}
