@@ -55,6 +55,10 @@ pub struct Selection {
     pub ports: Vec<u16>,
     /// Extra environment for the agent (e.g. `OTEL_TRACES_SAMPLER`), set after the harness's own.
     pub env: Vec<(String, String)>,
+    /// A command that execs the agent (e.g. `setpriv --reuid=… --ambient-caps=…`), and the
+    /// binary to give it instead of [`agent_binary`]. The pid stays the agent's.
+    pub launcher: Vec<OsString>,
+    pub binary: Option<PathBuf>,
 }
 
 impl Selection {
@@ -116,11 +120,21 @@ impl AgentGuard {
             "the end-to-end tests load eBPF programs and must run as root (`cargo xtask test` does)"
         );
         let slot = crate::serial();
-        let binary = agent_binary()?;
+        let binary = match &selection.binary {
+            Some(binary) => binary.clone(),
+            None => agent_binary()?,
+        };
         let metrics_port = net::free_port()?;
         let metrics_addr = net::loopback(metrics_port);
 
-        let mut command = Command::new(&binary);
+        let mut command = match selection.launcher.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&binary);
+                c
+            }
+            None => Command::new(&binary),
+        };
         command.arg("run");
         // The runner's own OTEL_* settings must not leak into the agent under test.
         for (key, _) in std::env::vars_os() {

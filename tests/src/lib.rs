@@ -39,7 +39,7 @@ pub mod tempdir;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-pub use agent::{AgentGuard, Export, Selection};
+pub use agent::{AgentGuard, Export, Selection, agent_binary};
 pub use cgroup::CgroupGuard;
 pub use collector::{OtlpProtocol, OtlpReceiver, SpanQuery, SpanRecord};
 pub use exchange::{Exchange, check_exchanges};

@@ -80,13 +80,27 @@ fn capabilities() -> Result<String, String> {
     const CAP_PERFMON: u32 = 38;
     const CAP_BPF: u32 = 39;
     let has = |c: u32| eff & (1 << c) != 0;
-    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
-        Ok(format!("CapEff={eff:#x}"))
-    } else {
-        Err(format!(
-            "CapEff={eff:#x}: needs CAP_SYS_ADMIN, or CAP_BPF + CAP_PERFMON; run as root"
-        ))
+    const CAP_DAC_READ_SEARCH: u32 = 2;
+    const CAP_SYS_PTRACE: u32 = 19;
+    if !(has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))) {
+        return Err(format!(
+            "CapEff={eff:#x}: needs CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN), and \
+             CAP_DAC_READ_SEARCH for tracefs; run as root"
+        ));
     }
+    let mut notes = Vec::new();
+    if !has(CAP_DAC_READ_SEARCH) {
+        notes.push("no CAP_DAC_READ_SEARCH: tracefs must be readable some other way");
+    }
+    if !has(CAP_SYS_PTRACE) {
+        notes.push(
+            "no CAP_SYS_PTRACE: other users' /proc/PID/exe is unreadable, \
+             process.executable.path falls back to the thread name",
+        );
+    }
+    Ok(format!("CapEff={eff:#x} {}", notes.join("; "))
+        .trim_end()
+        .to_string())
 }
 
 fn cgroup2_mount() -> Result<String, String> {
@@ -124,7 +138,8 @@ pub fn run(capture: &CaptureConfig) -> Vec<Finding> {
             match std::fs::metadata(Path::new(TRACEFS).join("events/syscalls/sys_enter_read")) {
                 Ok(_) => Ok("syscalls:sys_enter_read present".into()),
                 Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(format!(
-                    "{TRACEFS} is not readable by this user ({e}); run as root"
+                    "{TRACEFS} is not readable by this user ({e}); run as root or grant \
+                     CAP_DAC_READ_SEARCH"
                 )),
                 Err(_) => Err("no syscalls:* tracepoints (CONFIG_FTRACE_SYSCALLS)".into()),
             },

@@ -78,7 +78,10 @@ pub enum CaptureError {
         #[source]
         source: std::io::Error,
     },
-    #[error("tracefs at {TRACEFS} is not readable by this user ({source}); run as root")]
+    #[error(
+        "tracefs at {TRACEFS} is not readable by this user ({source}); run as root or grant \
+         CAP_DAC_READ_SEARCH"
+    )]
     TracefsDenied {
         #[source]
         source: std::io::Error,
