@@ -520,8 +520,13 @@ pub fn tw_process_exit(_ctx: TracePointContext) -> u32 {
         return 0;
     }
     let _ = ENV_SENT.remove(&tgid);
-    let cfg = config();
-    let mut event = header(EventKind::ProcessExit, pid_tgid, 0, 0);
+    emit_now(config(), header(EventKind::ProcessExit, pid_tgid, 0, 0));
+    0
+}
+
+/// Sends a header-only record stamped with the current time.
+#[inline(always)]
+fn emit_now(cfg: &ProbeConfig, mut event: EventHeader) {
     // SAFETY: helper without preconditions.
     event.start_ns = unsafe { bpf_ktime_get_ns() };
     event.end_ns = event.start_ns;
@@ -531,7 +536,6 @@ pub fn tw_process_exit(_ctx: TracePointContext) -> u32 {
     {
         count(KernelCounter::RingFull);
     }
-    0
 }
 
 #[tracepoint]
@@ -551,15 +555,9 @@ pub fn tw_enter_close(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let _ = SOCKETS.remove(&key);
-    let mut event = header(EventKind::ConnClose, pid_tgid, key.fd, info.sock);
-    // SAFETY: helper without preconditions.
-    event.start_ns = unsafe { bpf_ktime_get_ns() };
-    event.end_ns = event.start_ns;
-    if EVENTS
-        .output::<EventHeader>(&event, wakeup_flag(cfg))
-        .is_err()
-    {
-        count(KernelCounter::RingFull);
-    }
+    emit_now(
+        cfg,
+        header(EventKind::ConnClose, pid_tgid, key.fd, info.sock),
+    );
     0
 }

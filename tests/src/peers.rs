@@ -271,6 +271,22 @@ pub struct CurlRun {
     pub local_port: u16,
 }
 
+/// One `GET /ok.html` from curl to a python http.server, HTTP/1.0 as python speaks it; fails
+/// unless the answer is 200.
+pub fn curl_ok(dir: &TempDir, python: &PeerServer, user_agent: &str) -> Result<CurlRun> {
+    let run = curl(
+        dir,
+        &python.url("/ok.html"),
+        &["--http1.0", "--user-agent", user_agent],
+    )?;
+    anyhow::ensure!(
+        run.status == 200,
+        "curl GET /ok.html: {} instead of 200",
+        run.status
+    );
+    Ok(run)
+}
+
 /// Runs `curl URL` with `extra` options; curl's service name is its executable's, `curl`.
 pub fn curl(dir: &TempDir, url: &str, extra: &[&str]) -> Result<CurlRun> {
     let binary = require_tool("curl")?;

@@ -6,26 +6,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail, ensure};
 use tracewire_tests::bpf;
 use tracewire_tests::metrics;
-use tracewire_tests::peers::{self, CurlRun, PeerServer};
+use tracewire_tests::peers;
 use tracewire_tests::{AgentGuard, Export, OtlpProtocol, OtlpReceiver, SpanQuery, TempDir};
 
 const USER_AGENT: &str = "tracewire-e2e-curl/1.0";
 const WAIT: Duration = Duration::from_secs(20);
-
-/// One `GET /ok.html` from curl to python, HTTP/1.0 as python speaks it.
-fn get_ok(dir: &TempDir, python: &PeerServer) -> Result<CurlRun> {
-    let run = peers::curl(
-        dir,
-        &python.url("/ok.html"),
-        &["--http1.0", "--user-agent", USER_AGENT],
-    )?;
-    ensure!(
-        run.status == 200,
-        "curl GET /ok.html: {} instead of 200",
-        run.status
-    );
-    Ok(run)
-}
 
 /// Words of a stdout line, split at whitespace and the punctuation a formatter puts around values.
 fn tokens(line: &str) -> Vec<&str> {
@@ -39,7 +24,7 @@ fn stdout_exporter_prints_a_line_per_span() -> Result<()> {
     let dir = TempDir::new("stdout")?;
     let python = peers::python_http_server(&dir, "tw-python")?;
     let agent = AgentGuard::start(Export::Stdout, &[python.port], dir.path())?;
-    get_ok(&dir, &python)?;
+    peers::curl_ok(&dir, &python, USER_AGENT)?;
 
     let deadline = Instant::now() + WAIT;
     loop {
@@ -77,7 +62,7 @@ fn metrics_count_exported_spans_events_and_drops() -> Result<()> {
     let receiver = OtlpReceiver::start(OtlpProtocol::Grpc)?;
     let python = peers::python_http_server(&dir, "tw-python")?;
     let agent = AgentGuard::start(Export::Otlp(&receiver), &[python.port], dir.path())?;
-    let run = get_ok(&dir, &python)?;
+    let run = peers::curl_ok(&dir, &python, USER_AGENT)?;
     receiver.wait_for_each(&[
         SpanQuery::server(python.serving.pid, "/ok.html"),
         SpanQuery::client(run.process.pid, "/ok.html"),
@@ -121,7 +106,7 @@ fn sigint_exits_zero_and_detaches_every_probe() -> Result<()> {
     let receiver = OtlpReceiver::start(OtlpProtocol::Grpc)?;
     let python = peers::python_http_server(&dir, "tw-python")?;
     let agent = AgentGuard::start(Export::Otlp(&receiver), &[python.port], dir.path())?;
-    let run = get_ok(&dir, &python)?;
+    let run = peers::curl_ok(&dir, &python, USER_AGENT)?;
     receiver.wait_for_each(&[
         SpanQuery::server(python.serving.pid, "/ok.html"),
         SpanQuery::client(run.process.pid, "/ok.html"),

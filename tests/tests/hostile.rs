@@ -356,16 +356,7 @@ fn span_strings(span: &tracewire_tests::SpanRecord) -> Vec<String> {
 
 fn get_ok_after_attacks(dir: &TempDir, receiver: &OtlpReceiver, python: &PeerServer) -> Result<()> {
     let window = Window::open();
-    let run = peers::curl(
-        dir,
-        &python.url("/ok.html"),
-        &["--http1.0", "--user-agent", USER_AGENT],
-    )?;
-    ensure!(
-        run.status == 200,
-        "curl GET /ok.html: {} instead of 200",
-        run.status
-    );
+    let run = peers::curl_ok(dir, python, USER_AGENT)?;
     let exchange = Exchange {
         method: "GET",
         path: "/ok.html",

@@ -28,16 +28,7 @@ fn only_python_is_traced(
 ) -> Result<()> {
     let agent = AgentGuard::start_selecting(Export::Otlp(receiver), selection, dir.path())?;
     let window = Window::open();
-    let run = peers::curl(
-        dir,
-        &python.url("/ok.html"),
-        &["--http1.0", "--user-agent", USER_AGENT],
-    )?;
-    ensure!(
-        run.status == 200,
-        "curl GET /ok.html: {} instead of 200",
-        run.status
-    );
+    let run = peers::curl_ok(dir, python, USER_AGENT)?;
 
     let query = SpanQuery::server(python.serving.pid, "/ok.html");
     let server = receiver

@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::setup::has;
+use crate::setup::{apt_install, has};
 use crate::{agent_binary, run, workspace_root};
 
 const INIT: &str = include_str!("../../tests/kernels/init.sh");
@@ -179,24 +179,7 @@ fn tools() -> Result<()> {
     if !has("cpio") {
         wanted.push("cpio");
     }
-    if wanted.is_empty() {
-        return Ok(());
-    }
-    run(
-        Command::new("apt-get")
-            .arg("update")
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-        "refreshing Debian's package lists",
-        "apt-get needs root and access to Debian's mirrors",
-    )?;
-    run(
-        Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends"])
-            .args(&wanted)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-        &format!("installing {} (to boot other kernels)", wanted.join(" ")),
-        "apt-get needs root and access to Debian's mirrors",
-    )
+    apt_install(&wanted, " (to boot other kernels)")
 }
 
 fn installed(package: &str) -> bool {

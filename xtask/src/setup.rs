@@ -155,7 +155,12 @@ fn apt(test_peers: bool) -> Result<()> {
             }
         }
     }
-    if wanted.is_empty() {
+    apt_install(&wanted, "")
+}
+
+/// `apt-get update` then install `packages` (nothing when empty); `why` ends the step's title.
+pub fn apt_install(packages: &[&str], why: &str) -> Result<()> {
+    if packages.is_empty() {
         return Ok(());
     }
     run(
@@ -168,9 +173,9 @@ fn apt(test_peers: bool) -> Result<()> {
     run(
         Command::new("apt-get")
             .args(["install", "-y", "--no-install-recommends"])
-            .args(&wanted)
+            .args(packages)
             .env("DEBIAN_FRONTEND", "noninteractive"),
-        &format!("installing {}", wanted.join(" ")),
+        &format!("installing {}{why}", packages.join(" ")),
         "apt-get needs root and access to Debian's mirrors",
     )
 }

@@ -35,17 +35,26 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 
 pub const TRACEFS: &str = "/sys/kernel/tracing";
 
-/// Each program and the syscall tracepoints it is attached to.
-const ATTACHMENTS: &[(&str, &[&str])] = &[
-    ("tw_enter_read", &["sys_enter_read", "sys_enter_recvfrom"]),
-    ("tw_enter_write", &["sys_enter_write", "sys_enter_sendto"]),
-    ("tw_enter_readv", &["sys_enter_readv"]),
-    ("tw_enter_writev", &["sys_enter_writev"]),
-    ("tw_enter_recvmsg", &["sys_enter_recvmsg"]),
-    ("tw_enter_sendmsg", &["sys_enter_sendmsg"]),
-    ("tw_enter_sendfile", &["sys_enter_sendfile64"]),
+/// Each program, its tracepoint category and the tracepoints it is attached to.
+const ATTACHMENTS: &[(&str, &str, &[&str])] = &[
+    (
+        "tw_enter_read",
+        "syscalls",
+        &["sys_enter_read", "sys_enter_recvfrom"],
+    ),
+    (
+        "tw_enter_write",
+        "syscalls",
+        &["sys_enter_write", "sys_enter_sendto"],
+    ),
+    ("tw_enter_readv", "syscalls", &["sys_enter_readv"]),
+    ("tw_enter_writev", "syscalls", &["sys_enter_writev"]),
+    ("tw_enter_recvmsg", "syscalls", &["sys_enter_recvmsg"]),
+    ("tw_enter_sendmsg", "syscalls", &["sys_enter_sendmsg"]),
+    ("tw_enter_sendfile", "syscalls", &["sys_enter_sendfile64"]),
     (
         "tw_exit_data",
+        "syscalls",
         &[
             "sys_exit_read",
             "sys_exit_recvfrom",
@@ -58,15 +67,16 @@ const ATTACHMENTS: &[(&str, &[&str])] = &[
             "sys_exit_sendfile64",
         ],
     ),
-    ("tw_exit_accept", &["sys_exit_accept", "sys_exit_accept4"]),
-    ("tw_enter_connect", &["sys_enter_connect"]),
-    ("tw_exit_connect", &["sys_exit_connect"]),
-    ("tw_enter_close", &["sys_enter_close"]),
+    (
+        "tw_exit_accept",
+        "syscalls",
+        &["sys_exit_accept", "sys_exit_accept4"],
+    ),
+    ("tw_enter_connect", "syscalls", &["sys_enter_connect"]),
+    ("tw_exit_connect", "syscalls", &["sys_exit_connect"]),
+    ("tw_enter_close", "syscalls", &["sys_enter_close"]),
+    ("tw_process_exit", "sched", &["sched_process_exit"]),
 ];
-
-/// Programs on other tracepoint categories.
-const OTHER_ATTACHMENTS: &[(&str, &str, &str)] =
-    &[("tw_process_exit", "sched", "sched_process_exit")];
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -239,7 +249,7 @@ impl Capture {
             .load(EBPF_OBJECT)
             .map_err(|source| CaptureError::Load { source })?;
         fill_selection(&mut ebpf, cfg)?;
-        for (name, tracepoints) in ATTACHMENTS {
+        for (name, category, tracepoints) in ATTACHMENTS {
             let program: &mut TracePoint = ebpf
                 .program_mut(name)
                 .ok_or(CaptureError::MissingProgram { name })?
@@ -250,30 +260,13 @@ impl Capture {
                 .map_err(|source| CaptureError::Program { name, source })?;
             for tracepoint in *tracepoints {
                 program
-                    .attach("syscalls", tracepoint)
+                    .attach(category, tracepoint)
                     .map_err(|source| CaptureError::Attach {
                         name,
                         tracepoint,
                         source,
                     })?;
             }
-        }
-        for (name, category, tracepoint) in OTHER_ATTACHMENTS {
-            let program: &mut TracePoint = ebpf
-                .program_mut(name)
-                .ok_or(CaptureError::MissingProgram { name })?
-                .try_into()
-                .map_err(|source| CaptureError::Program { name, source })?;
-            program
-                .load()
-                .map_err(|source| CaptureError::Program { name, source })?;
-            program
-                .attach(category, tracepoint)
-                .map_err(|source| CaptureError::Attach {
-                    name,
-                    tracepoint,
-                    source,
-                })?;
         }
         let ring = ebpf
             .take_map("EVENTS")
@@ -286,8 +279,8 @@ impl Capture {
             capture_bytes = probe_config.capture_bytes,
             ring_buffer_bytes = ring_bytes,
             max_connections = max_conns,
-            "attached {} syscall tracepoints",
-            ATTACHMENTS.iter().map(|(_, t)| t.len()).sum::<usize>()
+            "attached {} tracepoints",
+            ATTACHMENTS.iter().map(|(_, _, t)| t.len()).sum::<usize>()
         );
         Ok(Capture {
             ebpf,
