@@ -1,4 +1,5 @@
-//! curl → python `http.server`, the baseline pair, exported over both OTLP transports.
+//! curl → python `http.server`, the baseline pair, exported over both OTLP transports, plain
+//! and gzip-compressed (`OTEL_EXPORTER_OTLP_COMPRESSION=gzip`).
 //!
 //! python's `http.server` answers in HTTP/1.0, so curl is told to ask in HTTP/1.0 too: both ends of
 //! the connection then agree that `network.protocol.version` is "1.0".
@@ -6,17 +7,23 @@
 use anyhow::{Result, ensure};
 use tracewire_tests::peers::{self, CurlRun};
 use tracewire_tests::{
-    AgentGuard, Exchange, Export, OtlpProtocol, OtlpReceiver, TempDir, Window, check_exchanges,
+    AgentGuard, Exchange, Export, OtlpProtocol, OtlpReceiver, Selection, TempDir, Window,
+    check_exchanges,
 };
 
 const USER_AGENT: &str = "tracewire-e2e-curl/1.0";
 const CURL_OPTIONS: [&str; 3] = ["--http1.0", "--user-agent", USER_AGENT];
 
-fn curl_to_python(protocol: OtlpProtocol) -> Result<()> {
+fn curl_to_python(protocol: OtlpProtocol, compression: &str) -> Result<()> {
     let dir = TempDir::new("python-curl")?;
     let receiver = OtlpReceiver::start(protocol)?;
     let python = peers::python_http_server(&dir, "tw-python")?;
-    let _agent = AgentGuard::start(Export::Otlp(&receiver), &[python.port], dir.path())?;
+    let selection = Selection {
+        ports: vec![python.port],
+        env: vec![("OTEL_EXPORTER_OTLP_COMPRESSION".into(), compression.into())],
+        ..Selection::default()
+    };
+    let _agent = AgentGuard::start_selecting(Export::Otlp(&receiver), &selection, dir.path())?;
     let window = Window::open();
 
     let requests = [("/ok.html", 200), ("/missing", 404)];
@@ -45,15 +52,36 @@ fn curl_to_python(protocol: OtlpProtocol) -> Result<()> {
             user_agent: USER_AGENT,
         })
         .collect();
-    check_exchanges(&receiver, &exchanges, window)
+    check_exchanges(&receiver, &exchanges, window)?;
+    let wanted = if compression == "none" {
+        "identity"
+    } else {
+        compression
+    };
+    let encodings = receiver.encodings();
+    ensure!(
+        !encodings.is_empty() && encodings.iter().all(|e| e == wanted),
+        "export requests were encoded {encodings:?}, expected all {wanted}"
+    );
+    Ok(())
 }
 
 #[test]
 fn curl_to_python_exported_over_otlp_grpc() -> Result<()> {
-    curl_to_python(OtlpProtocol::Grpc)
+    curl_to_python(OtlpProtocol::Grpc, "none")
 }
 
 #[test]
 fn curl_to_python_exported_over_otlp_http_protobuf() -> Result<()> {
-    curl_to_python(OtlpProtocol::HttpProtobuf)
+    curl_to_python(OtlpProtocol::HttpProtobuf, "none")
+}
+
+#[test]
+fn curl_to_python_exported_over_otlp_grpc_gzip() -> Result<()> {
+    curl_to_python(OtlpProtocol::Grpc, "gzip")
+}
+
+#[test]
+fn curl_to_python_exported_over_otlp_http_protobuf_gzip() -> Result<()> {
+    curl_to_python(OtlpProtocol::HttpProtobuf, "gzip")
 }

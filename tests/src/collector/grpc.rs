@@ -9,6 +9,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use tokio::net::TcpListener;
+use tonic::codec::CompressionEncoding;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
@@ -25,7 +26,13 @@ impl TraceService for Collector {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        self.store.push(request.into_inner());
+        let encoding = request
+            .metadata()
+            .get("grpc-encoding")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("identity")
+            .to_string();
+        self.store.push(request.into_inner(), &encoding);
         Ok(Response::new(ExportTraceServiceResponse {
             partial_success: None,
         }))
@@ -35,7 +42,8 @@ impl TraceService for Collector {
 pub(super) async fn serve(listener: TcpListener, store: Arc<Store>) {
     let service = TraceServiceServer::new(Collector {
         store: Arc::clone(&store),
-    });
+    })
+    .accept_compressed(CompressionEncoding::Gzip);
     if let Err(error) = Server::builder()
         .add_service(service)
         .serve_with_incoming(TcpIncoming::from(listener))

@@ -128,17 +128,33 @@ fn handle(head: &RequestHead, body: &[u8], store: &Store) -> (u16, &'static str,
         ));
         return (415, "Unsupported Media Type", Vec::new());
     }
-    if let Some(coding) = http1::header(&head.headers, "content-encoding")
-        && !coding.eq_ignore_ascii_case("identity")
-    {
-        store.push_error(format!(
-            "{what}: Content-Encoding {coding:?} is not supported by the test receiver"
-        ));
-        return (415, "Unsupported Media Type", Vec::new());
-    }
+    let coding = http1::header(&head.headers, "content-encoding")
+        .unwrap_or("identity")
+        .to_ascii_lowercase();
+    let decoded;
+    let body = match coding.as_str() {
+        "identity" => body,
+        "gzip" => {
+            let mut out = Vec::new();
+            if let Err(error) =
+                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(body), &mut out)
+            {
+                store.push_error(format!("{what}: gzip body does not decode: {error}"));
+                return (400, "Bad Request", Vec::new());
+            }
+            decoded = out;
+            &decoded
+        }
+        other => {
+            store.push_error(format!(
+                "{what}: Content-Encoding {other:?} is not supported by the test receiver"
+            ));
+            return (415, "Unsupported Media Type", Vec::new());
+        }
+    };
     match ExportTraceServiceRequest::decode(body) {
         Ok(request) => {
-            store.push(request);
+            store.push(request, &coding);
             let reply = ExportTraceServiceResponse {
                 partial_success: None,
             };

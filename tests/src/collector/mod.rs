@@ -44,15 +44,21 @@ impl OtlpProtocol {
 #[derive(Default)]
 struct Store {
     requests: Mutex<Vec<ExportTraceServiceRequest>>,
+    /// How each request's body was encoded on the wire: "identity" or "gzip".
+    encodings: Mutex<Vec<String>>,
     errors: Mutex<Vec<String>>,
 }
 
 impl Store {
-    fn push(&self, request: ExportTraceServiceRequest) {
+    fn push(&self, request: ExportTraceServiceRequest, encoding: &str) {
         self.requests
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(request);
+        self.encodings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(encoding.to_string());
     }
 
     fn push_error(&self, error: String) {
@@ -109,6 +115,15 @@ impl OtlpReceiver {
     pub fn requests(&self) -> Vec<ExportTraceServiceRequest> {
         self.store
             .requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The wire encoding of every request received so far, in order.
+    pub fn encodings(&self) -> Vec<String> {
+        self.store
+            .encodings
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
