@@ -62,7 +62,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             only: Vec::new(),
-            timeout: Duration::from_secs(120),
+            timeout: Duration::from_secs(60),
             budget: Duration::from_secs(600),
         }
     }
@@ -509,14 +509,33 @@ impl Drop for Qemu {
     }
 }
 
+/// Boots that crash before /init runs say nothing about the agent: they are retried, and
+/// reported. (With two vCPUs under TCG the 6.12 guest crashed in its ACPI set-up in 3 of ~15
+/// boots; with one, in none of a dozen: the guests get one.)
+const BOOT_ATTEMPTS: u32 = 3;
+
+/// The marker /init prints first; a console without it is a boot that never reached /init.
+const INIT_REACHED: &str = "==TW-CHECK-BEGIN==";
+
 fn boot_and_test(vmlinuz: &Path, initramfs: &Path, timeout: Duration, outcome: &mut Outcome) {
     let console = vmlinuz.with_file_name("console.log");
     let started = Instant::now();
-    let result = boot(vmlinuz, initramfs, &console, timeout);
+    let mut result = boot(vmlinuz, initramfs, &console, timeout);
+    let mut text = String::new();
+    for attempt in 1..=BOOT_ATTEMPTS {
+        text = fs::read_to_string(&console)
+            .unwrap_or_default()
+            .replace('\r', "");
+        if text.contains(INIT_REACHED) || attempt == BOOT_ATTEMPTS {
+            break;
+        }
+        eprintln!(
+            "==> {}: the guest crashed before /init (attempt {attempt}), booting again",
+            outcome.version
+        );
+        result = boot(vmlinuz, initramfs, &console, timeout);
+    }
     outcome.seconds = started.elapsed().as_secs_f64();
-    let text = fs::read_to_string(&console)
-        .unwrap_or_default()
-        .replace('\r', "");
     let failure = match result.and_then(|()| verify(&text, outcome)) {
         Ok(()) => {
             eprintln!(
@@ -544,7 +563,7 @@ fn boot(vmlinuz: &Path, initramfs: &Path, console: &Path, timeout: Duration) -> 
     let log =
         fs::File::create(console).with_context(|| format!("creating {}", console.display()))?;
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", "tcg", "-m", "1024", "-smp", "2"])
+    cmd.args(["-accel", "tcg", "-m", "1024", "-smp", "1"])
         .args(["-nographic", "-no-reboot", "-nic", "none"])
         .arg("-kernel")
         .arg(vmlinuz)

@@ -55,7 +55,7 @@ enum Task {
         #[arg(long)]
         only: Vec<String>,
         /// Seconds one kernel's boot and test may take.
-        #[arg(long, default_value_t = 120)]
+        #[arg(long, default_value_t = 60)]
         timeout_secs: u64,
         /// Seconds all boots together may take.
         #[arg(long, default_value_t = 600)]
