@@ -105,13 +105,43 @@ pub struct ConnOpenEvent {
     pub comm: [u8; 16],
 }
 
-/// A [`EventKind::Data`] record: the header, then `captured_len` payload bytes.
+/// Trace context the kernel decided for a data record (only with `--inject-cgroup`): the ids
+/// a server span must take so that the calls it causes, whose `traceparent` the kernel writes
+/// microseconds later, name it as their parent; and the ids the kernel wrote into a request.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TraceCtx {
+    /// [`CTX_NONE`], [`CTX_SERVER`] or [`CTX_INJECTED`].
+    pub kind: u8,
+    /// W3C trace flags (bit 0: sampled).
+    pub flags: u8,
+    pub _pad: [u8; 6],
+    pub trace_id: [u8; 16],
+    /// Server: the server span's id. Injected: the client span's id written in the header.
+    pub span_id: [u8; 8],
+    /// Server: the caller's span from an incoming `traceparent`. Injected: the server span the
+    /// call was made for. All zero: none.
+    pub parent_id: [u8; 8],
+}
+
+pub const CTX_NONE: u8 = 0;
+/// The record read a request head; the kernel gave its server span these ids.
+pub const CTX_SERVER: u8 = 1;
+/// The record wrote a request head into which the kernel inserted a `traceparent`.
+pub const CTX_INJECTED: u8 = 2;
+
+/// A [`EventKind::Data`] or [`EventKind::ProcessEnv`] record: the header, the kernel's trace
+/// context, then `captured_len` payload bytes.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct DataEvent {
     pub header: EventHeader,
+    pub ctx: TraceCtx,
     pub data: [u8; MAX_CAPTURE],
 }
+
+/// Where the payload starts in a [`DataEvent`] record.
+pub const DATA_OFFSET: usize = core::mem::size_of::<EventHeader>() + core::mem::size_of::<TraceCtx>();
 
 /// Struct member offsets inside the running kernel, resolved from its BTF by user space at load
 /// time (aya-ebpf has no CO-RE relocations), and handed to the kernel programs as a global.
@@ -154,6 +184,14 @@ pub struct ProbeConfig {
     /// submitted with BPF_RB_NO_WAKEUP and the reader drains on its timer.
     pub wakeup_bytes: u32,
     pub offsets: KernelOffsets,
+    /// Non-zero: `--inject-cgroup` is set; the kernel keeps per-thread request contexts for
+    /// processes in the injection cgroups and the sk_msg program writes `traceparent`.
+    pub inject: u32,
+    /// Non-zero: the sampler follows a parent's sampled flag (the `parentbased_*` samplers).
+    pub parent_based: u32,
+    /// A trace the kernel starts is sampled when its id's last 8 bytes (big endian) shifted
+    /// right by one are below this bound: the Go SDK's ratio rule; u64::MAX samples all.
+    pub root_sample_bound: u64,
 }
 
 pub const SELECT_PID: u32 = 1;
@@ -173,7 +211,22 @@ pub struct FdKey {
 #[derive(Clone, Copy, Debug)]
 pub struct SockInfo {
     pub sock: u64,
+    /// Injection: the request context key (thread or process) of the server request read on
+    /// this socket and not answered yet; 0 when none.
+    pub req_key: u64,
+    /// Injection, client sockets: request body bytes still to be written before the next
+    /// request head; [`BODY_UNKNOWN`] when the framing cannot be followed (chunked), which
+    /// stops injection on the connection.
+    pub body_left: u32,
+    pub _pad: u32,
 }
+
+pub const BODY_UNKNOWN: u32 = u32::MAX;
+
+/// Process modes (kernel map PROC_MODE): how a process maps requests to threads.
+pub const MODE_PER_THREAD: u8 = 1;
+/// Goroutines move between OS threads: one context per process.
+pub const MODE_PER_PROCESS: u8 = 2;
 
 /// Index into the per-CPU counters array; user space sums across CPUs.
 #[repr(u32)]
@@ -189,15 +242,38 @@ pub enum KernelCounter {
     DataEvents = 3,
     /// Connections tracked.
     ConnsOpened = 4,
+    /// Request heads into which `traceparent` was inserted.
+    Injected = 5,
+    /// Not injected: the request already carries a `traceparent` (its ids are used).
+    InjectHasTraceparent = 6,
+    /// Not injected: the head is not whole in one write (or one writev piece).
+    InjectSplitHead = 7,
+    /// Not injected: the connection's body framing is unknown (chunked request bodies).
+    InjectUnknownBody = 8,
+    /// Not injected: the write is not one the agent traces, so no span could carry the ids.
+    InjectUntraced = 9,
+    /// Not injected: the head is longer than the kernel's scan window.
+    InjectHeadTooLong = 10,
+    /// Not injected: bpf_msg_push_data failed (memory).
+    InjectFailed = 11,
+    /// Request heads after the first one in a single write (pipelining): left unchanged.
+    InjectPipelined = 12,
+    /// Injected without a parent: the thread (or Go process) served several requests, or none
+    /// known, so the call starts a new trace.
+    InjectNoParent = 13,
+    /// Server request contexts the kernel created.
+    ServerContexts = 14,
 }
-pub const KERNEL_COUNTERS: u32 = 5;
+pub const KERNEL_COUNTERS: u32 = 15;
 
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 48);
 const _: () = assert!(core::mem::size_of::<ConnTuple>() == 40);
 const _: () = assert!(core::mem::size_of::<ConnOpenEvent>() == 48 + 40 + 16);
-const _: () = assert!(core::mem::size_of::<DataEvent>() == 48 + MAX_CAPTURE);
+const _: () = assert!(core::mem::size_of::<TraceCtx>() == 40);
+const _: () = assert!(core::mem::size_of::<DataEvent>() == 48 + 40 + MAX_CAPTURE);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 16 + 80);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 16 + 80 + 16);
+const _: () = assert!(core::mem::size_of::<SockInfo>() == 24);
 const _: () = assert!(MAX_CAPTURE.is_power_of_two());
 
 #[cfg(feature = "user")]

@@ -6,6 +6,7 @@
 #![no_std]
 #![no_main]
 
+mod inject;
 mod maps;
 mod sock;
 mod syscalls;

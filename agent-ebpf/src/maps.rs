@@ -2,10 +2,11 @@
 //! the ring buffer and table sizes at load time (`--ring-buffer-bytes`, `--max-connections`).
 use agent_common::{
     DataEvent, FdKey, KERNEL_COUNTERS, KernelCounter, MAX_CAPTURE, ProbeConfig, SockInfo,
+    TraceCtx,
 };
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf, SockHash},
 };
 
 /// Written by user space before load (aya `set_global`); all zero means "trace everything,
@@ -38,6 +39,9 @@ pub static CONFIG: ProbeConfig = ProbeConfig {
         mm_env_end: 0,
         _pad: 0,
     },
+    inject: 0,
+    parent_based: 0,
+    root_sample_bound: 0,
 };
 
 /// The configuration, behind a pointer the compiler cannot see through, so it cannot fold the
@@ -75,6 +79,9 @@ pub struct InFlight {
     pub sock: u64,
     pub direction: u8,
     pub _pad: [u8; 7],
+    /// Injection: bytes of the first buffer of a write (the first iovec of writev/sendmsg):
+    /// a head is only changed when it ends inside it.
+    pub first_len: u64,
 }
 
 pub const KIND_BUF: u32 = 1;
@@ -122,3 +129,73 @@ pub fn count(counter: KernelCounter) {
         unsafe { *slot += 1 };
     }
 }
+
+/// `--inject-cgroup`: cgroup v2 ids (the selected ones and their descendants) whose processes
+/// get kernel request contexts.
+#[map]
+pub static INJECT_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(4096, 0);
+
+/// Process mode by tgid (MODE_PER_THREAD, MODE_PER_PROCESS), written by user space when it
+/// first sees a process. Unknown processes get no parent links from the kernel.
+#[map]
+pub static PROC_MODE: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
+
+/// The server request a thread (or a Go process) is serving, as the kernel decided its ids.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ServerCtx {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    /// The socket the request came on.
+    pub sock: u64,
+    /// Requests read and not answered yet by this thread or process.
+    pub open: u32,
+    pub flags: u8,
+    /// The ids above belong to a request still open (cleared when that request is answered).
+    pub valid: u8,
+    pub _pad: [u8; 2],
+}
+
+#[map]
+pub static SERVER_CTX: LruHashMap<u64, ServerCtx> = LruHashMap::with_max_entries(16384, 0);
+
+/// What sk_msg wrote into the request of a write syscall in progress, by thread; the write's
+/// exit tracepoint moves it into the data record.
+#[map]
+pub static INJECTED: LruHashMap<u64, TraceCtx> = LruHashMap::with_max_entries(4096, 0);
+
+/// Key of the client sockets sock_ops adds to [`CLIENT_SOCKS`].
+#[repr(C)]
+pub struct SockKey {
+    pub family: u32,
+    pub local_port: u32,
+    pub remote_port: u32,
+    pub local_ip: [u32; 4],
+    pub remote_ip: [u32; 4],
+}
+
+/// Client TCP sockets made in the injection cgroups; the sk_msg program runs on their writes.
+/// The kernel removes a socket when it closes.
+#[map]
+pub static CLIENT_SOCKS: SockHash<SockKey> = SockHash::with_max_entries(65536, 0);
+
+/// Slot 0: the context stage of the data exit (`tw_data_ctx`), loaded only with injection.
+#[map]
+pub static STAGES: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Per-CPU state of the sk_msg head scan (see `inject::scan_state`).
+#[repr(C)]
+pub struct Scan {
+    pub line_end: u32,
+    pub head_end: u32,
+    pub flags: u32,
+    pub content_length: u32,
+    pub last_lf: u32,
+    /// Header lines recorded in `line_start`.
+    pub lines: u32,
+    /// Offsets where lines start; [0] is just after the request line.
+    pub line_start: [u32; 32],
+}
+
+#[map]
+pub static SCAN: PerCpuArray<Scan> = PerCpuArray::with_max_entries(1, 0);

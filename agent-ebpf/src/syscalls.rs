@@ -5,8 +5,9 @@
 //! fd we already classified costs one or two hash lookups. Only a never-seen (process, fd) pays
 //! for the fd -> socket walk, once.
 use agent_common::{
-    ConnOpenEvent, ConnOrigin, Direction, EventHeader, EventKind, FdKey, KernelCounter,
-    MAX_CAPTURE, MAX_ENV, ProbeConfig, SELECT_CGROUP, SELECT_PID, SELECT_PORT, SockInfo,
+    ConnOpenEvent, ConnOrigin, DATA_OFFSET, Direction, EventHeader, EventKind, FdKey,
+    KernelCounter, MAX_CAPTURE, MAX_ENV, ProbeConfig, SELECT_CGROUP, SELECT_PID, SELECT_PORT,
+    SockInfo, TraceCtx,
 };
 use aya_ebpf::{
     EbpfContext as _,
@@ -19,10 +20,11 @@ use aya_ebpf::{
 };
 
 use crate::{
+    inject,
     maps::{
-        ENV_SENT, EVENTS, IGNORED, IN_FLIGHT, InFlight, KIND_BUF, KIND_CONNECT, KIND_IOVEC,
-        KIND_MSGHDR, KIND_NOCOPY, SCRATCH, SELECT_CGROUPS, SELECT_PIDS, SELECT_PORTS, SOCKETS,
-        Scratch, config, count,
+        ENV_SENT, EVENTS, IGNORED, IN_FLIGHT, INJECTED, InFlight, KIND_BUF, KIND_CONNECT,
+        KIND_IOVEC, KIND_MSGHDR, KIND_NOCOPY, SCRATCH, SELECT_CGROUPS, SELECT_PIDS, SELECT_PORTS,
+        SOCKETS, STAGES, Scratch, config, count,
     },
     sock,
 };
@@ -131,7 +133,13 @@ fn track(cfg: &ProbeConfig, pid_tgid: u64, fd: u32, origin: ConnOrigin) -> Optio
         }
     }
     let _ = IGNORED.remove(&key);
-    let _ = SOCKETS.insert(&key, &SockInfo { sock: sk }, 0);
+    let info = SockInfo {
+        sock: sk,
+        req_key: 0,
+        body_left: 0,
+        _pad: 0,
+    };
+    let _ = SOCKETS.insert(&key, &info, 0);
     // Before the open record, so user space knows the process when it sees the connection.
     send_env(cfg, pid_tgid);
     let mut event = ConnOpenEvent {
@@ -212,10 +220,17 @@ fn send_env(cfg: &ProbeConfig, pid_tgid: u64) {
 fn submit_scratch(
     cfg: &ProbeConfig,
     scratch: &mut Scratch,
-    mut head: EventHeader,
+    head: EventHeader,
     moved: u64,
     captured: u64,
 ) -> bool {
+    stage(scratch, head, moved, captured);
+    submit_staged(cfg, scratch)
+}
+
+/// Completes the record in the scratch slot, without a trace context.
+#[inline(always)]
+fn stage(scratch: &mut Scratch, mut head: EventHeader, moved: u64, captured: u64) {
     head.total_len = if moved > u32::MAX as u64 {
         u32::MAX
     } else {
@@ -223,10 +238,17 @@ fn submit_scratch(
     };
     head.captured_len = captured as u32;
     scratch.event.header = head;
+    scratch.event.ctx = TraceCtx::default();
+}
+
+/// Sends the record staged in the scratch slot. False when the ring buffer was full.
+#[inline(always)]
+pub fn submit_staged(cfg: &ProbeConfig, scratch: &mut Scratch) -> bool {
     // As in copy_user: a mask the verifier sees right before the call bounds the size by the
     // scratch slot (captured <= MAX_CAPTURE already, so it changes nothing).
+    let captured = scratch.event.header.captured_len;
     let len = core::hint::black_box(captured as usize) & (2 * MAX_CAPTURE - 1);
-    let size = core::mem::size_of::<EventHeader>() + len;
+    let size = DATA_OFFSET + len;
     // SAFETY: size <= header + MAX_CAPTURE, inside the scratch slot.
     let record =
         unsafe { core::slice::from_raw_parts((&raw const scratch.event).cast::<u8>(), size) };
@@ -279,6 +301,11 @@ fn enter_data(ctx: &TracePointContext, kind: u32, direction: Direction) -> u32 {
         KIND_NOCOPY => (0, 0),
         _ => (arg(ctx, 1), arg(ctx, 2)),
     };
+    let first_len = if cfg.inject != 0 && direction == Direction::Egress && inject::in_scope() {
+        first_buffer_len(kind, ptr, len)
+    } else {
+        0
+    };
     let call = InFlight {
         fd,
         kind,
@@ -289,9 +316,30 @@ fn enter_data(ctx: &TracePointContext, kind: u32, direction: Direction) -> u32 {
         sock: sk,
         direction: direction as u8,
         _pad: [0; 7],
+        first_len,
     };
     let _ = IN_FLIGHT.insert(&pid_tgid, &call, 0);
     0
+}
+
+/// Length of the first buffer a write passes: its buffer, or its first iovec.
+#[inline(always)]
+fn first_buffer_len(kind: u32, ptr: u64, len: u64) -> u64 {
+    let iov = match kind {
+        KIND_BUF => return len,
+        KIND_IOVEC => ptr,
+        KIND_MSGHDR => {
+            // struct user_msghdr: msg_iov at 16.
+            // SAFETY: user memory through the fault-tolerant helper.
+            match unsafe { bpf_probe_read_user((ptr + 16) as *const u64) } {
+                Ok(iov) => iov,
+                Err(_) => return 0,
+            }
+        }
+        _ => return 0,
+    };
+    // SAFETY: as above; iov_len is the second word of struct iovec.
+    unsafe { bpf_probe_read_user((iov + 8) as *const u64) }.unwrap_or(0)
 }
 
 #[tracepoint]
@@ -393,10 +441,14 @@ pub fn tw_exit_data(ctx: TracePointContext) -> u32 {
     };
     let _ = IN_FLIGHT.remove(&pid_tgid);
     let moved = ret(&ctx);
+    let cfg = config();
     if moved <= 0 {
+        if cfg.inject != 0 {
+            // A failed write may still have run sk_msg; its ids must not stick to the next one.
+            let _ = INJECTED.remove(&pid_tgid);
+        }
         return 0;
     }
-    let cfg = config();
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
@@ -443,7 +495,14 @@ pub fn tw_exit_data(ctx: TracePointContext) -> u32 {
     head.start_ns = call.start_ns;
     // SAFETY: helper without preconditions.
     head.end_ns = unsafe { bpf_ktime_get_ns() };
-    if submit_scratch(cfg, scratch, head, moved, captured) {
+    stage(scratch, head, moved, captured);
+    if cfg.inject != 0 {
+        // The context stage decides the record's trace context and sends it; it only returns
+        // here if the tail call failed.
+        // SAFETY: the slot holds a program of this type, loaded by user space.
+        unsafe { STAGES.tail_call(&ctx, 0) };
+    }
+    if submit_staged(cfg, scratch) {
         count(KernelCounter::DataEvents);
     }
     0
@@ -481,6 +540,7 @@ pub fn tw_enter_connect(ctx: TracePointContext) -> u32 {
         sock: 0,
         direction: 0,
         _pad: [0; 7],
+        first_len: 0,
     };
     let _ = IN_FLIGHT.insert(&pid_tgid, &call, 0);
     0
@@ -555,6 +615,9 @@ pub fn tw_enter_close(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let _ = SOCKETS.remove(&key);
+    if cfg.inject != 0 && info.req_key != 0 {
+        inject::release(info.req_key, info.sock);
+    }
     emit_now(
         cfg,
         header(EventKind::ConnClose, pid_tgid, key.fd, info.sock),

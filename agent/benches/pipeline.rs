@@ -80,6 +80,7 @@ fn exchanges_to_spans(n: u64) -> usize {
                     end_ns: start + 10,
                     total_len: payload.len() as u32,
                     payload,
+                    kernel_ctx: None,
                 },
                 &mut out,
             );

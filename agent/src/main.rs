@@ -55,6 +55,11 @@ struct RunArgs {
     /// started later are picked up within a second).
     #[arg(long = "exe", value_name = "GLOB")]
     exes: Vec<String>,
+    /// Propagate trace context: outgoing HTTP/1.x requests of processes in this cgroup v2
+    /// directory (or below it) get a `traceparent` header written by the kernel (repeatable).
+    /// Nothing outside these cgroups is ever changed.
+    #[arg(long = "inject-cgroup", value_name = "DIR")]
+    inject_cgroups: Vec<PathBuf>,
     /// Trace only connections whose local or remote port is this (repeatable).
     #[arg(long = "port", value_name = "PORT")]
     ports: Vec<u16>,
@@ -88,6 +93,8 @@ fn capture_config(args: &RunArgs) -> anyhow::Result<CaptureConfig> {
         exes: ExeSelector::new(&args.exes)?,
         cgroups: args.cgroups.clone(),
         ports: args.ports.clone(),
+        inject_cgroups: args.inject_cgroups.clone(),
+        sampler: Sampler::from_env()?,
         drain_interval: Duration::from_millis(10),
     })
 }

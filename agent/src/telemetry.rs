@@ -49,10 +49,13 @@ pub enum Drop {
     AmbiguousParent,
     /// More requests in flight than the context table holds: their parent links are lost.
     ContextOverflow,
+    /// The kernel's request context disagrees with the request's own `traceparent` (the kernel
+    /// did not see the header, e.g. past its scan window): calls it caused start a new trace.
+    KernelContextMismatch,
 }
 
 impl Drop {
-    pub const ALL: [Drop; 20] = [
+    pub const ALL: [Drop; 21] = [
         Drop::KernelRingFull,
         Drop::EventQueueFull,
         Drop::MalformedRecord,
@@ -73,6 +76,7 @@ impl Drop {
         Drop::InvalidTraceparent,
         Drop::AmbiguousParent,
         Drop::ContextOverflow,
+        Drop::KernelContextMismatch,
     ];
 
     pub fn label(self) -> &'static str {
@@ -97,6 +101,7 @@ impl Drop {
             Drop::InvalidTraceparent => "invalid_traceparent",
             Drop::AmbiguousParent => "ambiguous_parent",
             Drop::ContextOverflow => "context_overflow",
+            Drop::KernelContextMismatch => "kernel_context_mismatch",
         }
     }
 }
@@ -119,7 +124,26 @@ pub struct Telemetry {
     pub connections_tracked: AtomicU64,
     /// Set once every probe is attached (`/ready`).
     pub ready: AtomicBool,
+    /// The kernel's counters (agent_common::KernelCounter), copied from the kernel.
+    kernel: [AtomicU64; agent_common::KERNEL_COUNTERS as usize],
 }
+
+/// Outcomes of trace-context injection, by kernel counter, as `tracewire_injection_total`
+/// labels.
+const INJECTION_OUTCOMES: [(agent_common::KernelCounter, &str); 9] = {
+    use agent_common::KernelCounter as K;
+    [
+        (K::Injected, "injected"),
+        (K::InjectNoParent, "injected_new_trace"),
+        (K::InjectHasTraceparent, "skipped_has_traceparent"),
+        (K::InjectSplitHead, "skipped_split_head"),
+        (K::InjectHeadTooLong, "skipped_head_too_long"),
+        (K::InjectUnknownBody, "skipped_unknown_body_framing"),
+        (K::InjectUntraced, "skipped_untraced_write"),
+        (K::InjectPipelined, "skipped_pipelined"),
+        (K::InjectFailed, "failed"),
+    ]
+};
 
 /// The process-wide counters.
 pub static TELEMETRY: Telemetry = Telemetry::new();
@@ -144,7 +168,21 @@ impl Telemetry {
             export_errors: AtomicU64::new(0),
             connections_tracked: AtomicU64::new(0),
             ready: AtomicBool::new(false),
+            kernel: [ZERO; agent_common::KERNEL_COUNTERS as usize],
         }
+    }
+
+    /// Sets the kernel's counters (their totals over CPUs).
+    pub fn set_kernel_counters(&self, totals: &[u64]) {
+        for (slot, total) in self.kernel.iter().zip(totals) {
+            slot.store(*total, Relaxed);
+        }
+    }
+
+    pub fn kernel_counter(&self, counter: agent_common::KernelCounter) -> u64 {
+        self.kernel
+            .get(counter as usize)
+            .map_or(0, |c| c.load(Relaxed))
     }
 
     pub fn drop(&self, reason: Drop) {
@@ -241,6 +279,27 @@ impl Telemetry {
             "tracewire_export_errors_total",
             "Export calls that failed.",
             &[("", self.export_errors.load(Relaxed))],
+        );
+        let injection: Vec<(String, u64)> = INJECTION_OUTCOMES
+            .iter()
+            .map(|(c, label)| (format!("outcome=\"{label}\""), self.kernel_counter(*c)))
+            .collect();
+        let injection: Vec<(&str, u64)> =
+            injection.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        counter(
+            "tracewire_injection_total",
+            "HTTP/1 request heads written in --inject-cgroup cgroups, by what the kernel did: \
+             injected (joining the server request being handled), injected_new_trace (no single \
+             request in flight on the thread), or why it left the bytes alone.",
+            &injection,
+        );
+        counter(
+            "tracewire_kernel_contexts_total",
+            "Server request contexts the kernel created for injection.",
+            &[(
+                "",
+                self.kernel_counter(agent_common::KernelCounter::ServerContexts),
+            )],
         );
         out
     }

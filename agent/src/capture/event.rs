@@ -2,7 +2,10 @@
 //! programs, but are still length-checked: a short record is counted and skipped.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use agent_common::{ConnOpenEvent, ConnOrigin, Direction, EventHeader, EventKind};
+use agent_common::{
+    CTX_INJECTED, CTX_SERVER, ConnOpenEvent, ConnOrigin, DATA_OFFSET, Direction, EventHeader,
+    EventKind, TraceCtx,
+};
 use bytes::Bytes;
 
 /// A connection, as the kernel names it for one process: the `struct sock` address is unique
@@ -25,6 +28,48 @@ pub struct ConnOpen {
     pub comm: String,
 }
 
+/// What the kernel decided for a record when injection is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelCtxKind {
+    /// The record read a request head; the server span must take these ids, because the calls
+    /// it causes were (or will be) given them in their `traceparent`.
+    Server,
+    /// The record wrote a request head into which the kernel inserted `traceparent`.
+    Injected,
+}
+
+/// A trace context the kernel decided (see agent_common::TraceCtx).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelCtx {
+    pub kind: KernelCtxKind,
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    /// Server: the caller's span from the incoming `traceparent`. Injected: the server span
+    /// the call was made for.
+    pub parent_id: Option<[u8; 8]>,
+    pub sampled: bool,
+}
+
+impl KernelCtx {
+    fn from_wire(ctx: &TraceCtx) -> Option<Self> {
+        let kind = match ctx.kind {
+            CTX_SERVER => KernelCtxKind::Server,
+            CTX_INJECTED => KernelCtxKind::Injected,
+            _ => return None,
+        };
+        if ctx.trace_id == [0; 16] || ctx.span_id == [0; 8] {
+            return None;
+        }
+        Some(KernelCtx {
+            kind,
+            trace_id: ctx.trace_id,
+            span_id: ctx.span_id,
+            parent_id: (ctx.parent_id != [0; 8]).then_some(ctx.parent_id),
+            sampled: ctx.flags & 1 == 1,
+        })
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct DataChunk {
     pub key: ConnKey,
@@ -36,6 +81,8 @@ pub struct DataChunk {
     /// Bytes the syscall moved; `payload` is the captured prefix of them.
     pub total_len: u32,
     pub payload: Bytes,
+    /// Only with injection, on the records that read or wrote a request head.
+    pub kernel_ctx: Option<KernelCtx>,
 }
 
 impl DataChunk {
@@ -75,10 +122,10 @@ pub enum DecodeError {
     UnknownKind { kind: u8 },
 }
 
-/// The `captured_len` payload bytes after the header.
+/// The `captured_len` payload bytes after the header and trace context.
 fn payload<'a>(record: &'a [u8], header: &EventHeader) -> Result<&'a [u8], DecodeError> {
     let short = || DecodeError::Short { len: record.len() };
-    let start = size_of::<EventHeader>();
+    let start = DATA_OFFSET;
     let end = start
         .checked_add(header.captured_len as usize)
         .ok_or_else(short)?;
@@ -124,6 +171,10 @@ pub fn decode(record: &[u8]) -> Result<CaptureEvent, DecodeError> {
         }
         k if k == EventKind::Data as u8 => {
             let payload = payload(record, &header)?;
+            let ctx: TraceCtx = record
+                .get(size_of::<EventHeader>()..)
+                .and_then(read_pod)
+                .ok_or_else(short)?;
             Ok(CaptureEvent::Data(DataChunk {
                 key,
                 tid: header.tid,
@@ -136,6 +187,7 @@ pub fn decode(record: &[u8]) -> Result<CaptureEvent, DecodeError> {
                 end_ns: header.end_ns,
                 total_len: header.total_len.max(header.captured_len),
                 payload: Bytes::copy_from_slice(payload),
+                kernel_ctx: KernelCtx::from_wire(&ctx),
             }))
         }
         k if k == EventKind::ProcessEnv as u8 => {
@@ -202,6 +254,7 @@ mod tests {
     #[test]
     fn decodes_data_with_gap() {
         let mut rec = bytes_of(&header(EventKind::Data, 3));
+        rec.extend_from_slice(&bytes_of(&TraceCtx::default()));
         rec.extend_from_slice(b"GET");
         let CaptureEvent::Data(d) = decode(&rec).expect("decodes") else {
             panic!("not data")
@@ -210,6 +263,29 @@ mod tests {
         assert_eq!(d.gap(), 97);
         assert_eq!(d.direction, Direction::Egress);
         assert_eq!(d.key.tgid, 42);
+        assert_eq!(d.kernel_ctx, None);
+    }
+
+    #[test]
+    fn decodes_kernel_context() {
+        let mut rec = bytes_of(&header(EventKind::Data, 3));
+        let ctx = TraceCtx {
+            kind: CTX_INJECTED,
+            flags: 1,
+            trace_id: [7; 16],
+            span_id: [8; 8],
+            ..TraceCtx::default()
+        };
+        rec.extend_from_slice(&bytes_of(&ctx));
+        rec.extend_from_slice(b"GET");
+        let CaptureEvent::Data(d) = decode(&rec).expect("decodes") else {
+            panic!("not data")
+        };
+        let k = d.kernel_ctx.expect("context");
+        assert_eq!(k.kind, KernelCtxKind::Injected);
+        assert_eq!(k.parent_id, None);
+        assert!(k.sampled);
+        assert_eq!(&d.payload[..], b"GET");
     }
 
     #[test]

@@ -18,8 +18,8 @@ use agent_common::{
 };
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, ProgramArray, RingBuf, SockHash},
+    programs::{CgroupAttachMode, SkMsg, SockOps, TracePoint},
 };
 use tokio::{
     io::unix::AsyncFd,
@@ -137,6 +137,15 @@ pub enum CaptureError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "trace-context injection (--inject-cgroup) could not start: {what}: {source}; this \
+         kernel may lack sock_ops/sk_msg support (see `tracewire check`)"
+    )]
+    Inject {
+        what: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
     #[error("cgroup {path}: {source}; give a cgroup v2 directory (e.g. under /sys/fs/cgroup)")]
     Cgroup {
         path: String,
@@ -156,6 +165,10 @@ pub struct CaptureConfig {
     pub ports: Vec<u16>,
     /// `--exe`: kept in sync with the running processes every second.
     pub exes: select::ExeSelector,
+    /// `--inject-cgroup`: cgroups whose outgoing HTTP/1.x requests get `traceparent`.
+    pub inject_cgroups: Vec<std::path::PathBuf>,
+    /// The sampler, whose root rule the kernel applies to traces it starts.
+    pub sampler: crate::span::sampler::Sampler,
     /// Drain period of the ring buffer when nothing woke the reader.
     pub drain_interval: Duration,
 }
@@ -167,6 +180,34 @@ pub struct Capture {
     drain_interval: Duration,
     pids: Vec<u32>,
     exes: select::ExeSelector,
+    modes: Option<ModeMarker>,
+}
+
+/// Tells the kernel how each process maps requests to threads (per thread, or per process for
+/// Go), so that the contexts it keeps for injection are keyed right. Until a process is marked
+/// the kernel gives its calls no parent.
+struct ModeMarker {
+    map: BpfHashMap<MapData, u32, u8>,
+    seen: std::collections::HashSet<u32>,
+}
+
+impl ModeMarker {
+    fn mark(&mut self, tgid: u32) {
+        if !self.seen.insert(tgid) {
+            return;
+        }
+        if self.seen.len() > 16384 {
+            self.seen.clear();
+        }
+        let mode = if process::is_go_process(tgid) {
+            agent_common::MODE_PER_PROCESS
+        } else {
+            agent_common::MODE_PER_THREAD
+        };
+        if let Err(err) = self.map.insert(tgid, mode, 0) {
+            tracing::debug!(tgid, %err, "cannot mark process threading");
+        }
+    }
 }
 
 /// Mounts tracefs where the tracepoint attach code looks for it, if it is not there.
@@ -233,12 +274,16 @@ impl Capture {
             select |= SELECT_PORT;
         }
         let ring_bytes = cfg.ring_buffer_bytes.next_power_of_two().max(1 << 16);
+        let (parent_based, root_sample_bound) = cfg.sampler.kernel_rule();
         let probe_config = ProbeConfig {
             agent_tgid: std::process::id(),
             capture_bytes: cfg.capture_bytes.min(MAX_CAPTURE as u32),
             select,
             wakeup_bytes: ring_bytes / 4,
             offsets,
+            inject: u32::from(!cfg.inject_cgroups.is_empty()),
+            parent_based: u32::from(parent_based),
+            root_sample_bound,
         };
         let max_conns = cfg.max_connections.max(1024);
         let mut ebpf = EbpfLoader::new()
@@ -249,6 +294,11 @@ impl Capture {
             .load(EBPF_OBJECT)
             .map_err(|source| CaptureError::Load { source })?;
         fill_selection(&mut ebpf, cfg)?;
+        let modes = if cfg.inject_cgroups.is_empty() {
+            None
+        } else {
+            Some(start_injection(&mut ebpf, &cfg.inject_cgroups)?)
+        };
         for (name, category, tracepoints) in ATTACHMENTS {
             let program: &mut TracePoint = ebpf
                 .program_mut(name)
@@ -288,6 +338,7 @@ impl Capture {
             drain_interval: cfg.drain_interval,
             pids: cfg.pids.clone(),
             exes: cfg.exes.clone(),
+            modes,
         })
     }
 
@@ -304,6 +355,7 @@ impl Capture {
             drain_interval,
             pids,
             exes,
+            mut modes,
         } = self;
         // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long
         // as the RingBuf lives, and the AsyncFd owns the RingBuf.
@@ -318,15 +370,15 @@ impl Capture {
             let more = tokio::select! {
                 guard = ring.readable_mut() => {
                     let mut guard = guard.map_err(|source| CaptureError::Poll { source })?;
-                    let more = drain(guard.get_inner_mut(), &events);
+                    let more = drain(guard.get_inner_mut(), &events, &mut modes);
                     guard.clear_ready();
                     more
                 }
                 _ = tick.tick() => {
-                    let more = drain(ring.get_mut(), &events);
+                    let more = drain(ring.get_mut(), &events, &mut modes);
                     ticks = ticks.wrapping_add(1);
                     if ticks.is_multiple_of(64) {
-                        TELEMETRY.set_kernel_ring_full(kernel_counter(&ebpf, KernelCounter::RingFull));
+                        publish_kernel_counters(&ebpf);
                     }
                     if !exes.is_empty() && last_rescan.elapsed() >= Duration::from_secs(1) {
                         last_rescan = std::time::Instant::now();
@@ -337,12 +389,12 @@ impl Capture {
                 _ = shutdown.changed() => break,
             };
             if more {
-                drain_rest(ring.get_mut(), &events).await;
+                drain_rest(ring.get_mut(), &events, &mut modes).await;
             }
         }
         // A last drain so that what the kernel already sent is not lost on shutdown.
-        drain_rest(ring.get_mut(), &events).await;
-        TELEMETRY.set_kernel_ring_full(kernel_counter(&ebpf, KernelCounter::RingFull));
+        drain_rest(ring.get_mut(), &events, &mut modes).await;
+        publish_kernel_counters(&ebpf);
         tracing::debug!(fd = ring.get_ref().as_raw_fd(), "capture stopped");
         drop(ring);
         drop(ebpf);
@@ -350,18 +402,135 @@ impl Capture {
     }
 }
 
-/// Sum of a kernel per-CPU counter.
-fn kernel_counter(ebpf: &Ebpf, counter: KernelCounter) -> u64 {
+/// Copies the kernel's per-CPU counters (summed) into the agent's telemetry.
+fn publish_kernel_counters(ebpf: &Ebpf) {
     let Some(map) = ebpf.map("COUNTERS") else {
-        return 0;
+        return;
     };
     let Ok(array) = PerCpuArray::<_, u64>::try_from(map) else {
-        return 0;
+        return;
     };
-    array
-        .get(&(counter as u32), 0)
-        .map(|values| values.iter().sum())
-        .unwrap_or(0)
+    let mut totals = [0u64; KERNEL_COUNTERS as usize];
+    for (i, total) in totals.iter_mut().enumerate() {
+        *total = array
+            .get(&(i as u32), 0)
+            .map(|values| values.iter().sum())
+            .unwrap_or(0);
+    }
+    TELEMETRY.set_kernel_ring_full(totals[KernelCounter::RingFull as usize]);
+    TELEMETRY.set_kernel_counters(&totals);
+}
+
+/// Loads the injection programs: the data-exit context stage (tail-called), sk_msg on the
+/// client-socket map, and sock_ops on each `--inject-cgroup` cgroup, which is what scopes
+/// injection to those cgroups. Fills the injection cgroup ids.
+fn start_injection(
+    ebpf: &mut Ebpf,
+    dirs: &[std::path::PathBuf],
+) -> Result<ModeMarker, CaptureError> {
+    let inject_err = |what: &str| {
+        let what = what.to_string();
+        move |source| CaptureError::Inject { what, source }
+    };
+    {
+        let mut ids = BpfHashMap::<_, u64, u8>::try_from(
+            ebpf.map_mut("INJECT_CGROUPS")
+                .ok_or(CaptureError::MissingMap {
+                    name: "INJECT_CGROUPS",
+                })?,
+        )
+        .map_err(|source| CaptureError::Map {
+            name: "INJECT_CGROUPS",
+            source,
+        })?;
+        for dir in dirs {
+            for id in cgroup_ids(dir)? {
+                ids.insert(id, 1, 0).map_err(|source| CaptureError::Map {
+                    name: "INJECT_CGROUPS",
+                    source,
+                })?;
+            }
+        }
+    }
+    let stage: &mut TracePoint = ebpf
+        .program_mut("tw_data_ctx")
+        .ok_or(CaptureError::MissingProgram {
+            name: "tw_data_ctx",
+        })?
+        .try_into()
+        .map_err(inject_err("tw_data_ctx"))?;
+    stage.load().map_err(inject_err("loading tw_data_ctx"))?;
+    let stage_fd = stage
+        .fd()
+        .map_err(inject_err("tw_data_ctx"))?
+        .try_clone()
+        .map_err(|e| CaptureError::Inject {
+            what: "tw_data_ctx".into(),
+            source: aya::programs::ProgramError::IOError(e),
+        })?;
+    let socks: SockHash<MapData, [u32; 11]> = SockHash::try_from(
+        ebpf.take_map("CLIENT_SOCKS")
+            .ok_or(CaptureError::MissingMap {
+                name: "CLIENT_SOCKS",
+            })?,
+    )
+    .map_err(|source| CaptureError::Map {
+        name: "CLIENT_SOCKS",
+        source,
+    })?;
+    let sk_msg: &mut SkMsg = ebpf
+        .program_mut("tw_inject")
+        .ok_or(CaptureError::MissingProgram { name: "tw_inject" })?
+        .try_into()
+        .map_err(inject_err("tw_inject"))?;
+    sk_msg.load().map_err(inject_err("loading tw_inject (sk_msg)"))?;
+    sk_msg
+        .attach(socks.fd())
+        .map_err(inject_err("attaching tw_inject to the client socket map"))?;
+    let sock_ops: &mut SockOps = ebpf
+        .program_mut("tw_sockops")
+        .ok_or(CaptureError::MissingProgram { name: "tw_sockops" })?
+        .try_into()
+        .map_err(inject_err("tw_sockops"))?;
+    sock_ops
+        .load()
+        .map_err(inject_err("loading tw_sockops (sock_ops)"))?;
+    for dir in dirs {
+        let cgroup = std::fs::File::open(dir).map_err(|source| CaptureError::Cgroup {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        sock_ops
+            .attach(&cgroup, CgroupAttachMode::Single)
+            .map_err(inject_err(&format!("attaching sock_ops to {}", dir.display())))?;
+    }
+    let mut stages = ProgramArray::try_from(ebpf.map_mut("STAGES").ok_or(
+        CaptureError::MissingMap { name: "STAGES" },
+    )?)
+    .map_err(|source| CaptureError::Map {
+        name: "STAGES",
+        source,
+    })?;
+    stages
+        .set(0, &stage_fd, 0)
+        .map_err(|source| CaptureError::Map {
+            name: "STAGES",
+            source,
+        })?;
+    // The socket map must live as long as the programs: dropping it would detach sk_msg.
+    std::mem::forget(socks);
+    let modes = BpfHashMap::try_from(ebpf.take_map("PROC_MODE").ok_or(
+        CaptureError::MissingMap { name: "PROC_MODE" },
+    )?)
+    .map_err(|source| CaptureError::Map {
+        name: "PROC_MODE",
+        source,
+    })?;
+    tracing::info!(cgroups = ?dirs, "trace-context injection on");
+    Ok(ModeMarker {
+        map: modes,
+        seen: std::collections::HashSet::new(),
+    })
 }
 
 /// Makes the kernel's pid selection the `--pid` list plus the processes `--exe` matches now.
@@ -398,17 +567,25 @@ const _: () = assert!((KernelCounter::ConnsOpened as u32) < KERNEL_COUNTERS);
 const DRAIN_BUDGET: usize = 1024;
 
 /// Keeps draining, yielding between budgets, until the ring buffer is empty.
-async fn drain_rest(ring: &mut RingBuf<MapData>, events: &mpsc::Sender<CaptureEvent>) {
+async fn drain_rest(
+    ring: &mut RingBuf<MapData>,
+    events: &mpsc::Sender<CaptureEvent>,
+    modes: &mut Option<ModeMarker>,
+) {
     loop {
         tokio::task::yield_now().await;
-        if !drain(ring, events) {
+        if !drain(ring, events, modes) {
             return;
         }
     }
 }
 
 /// Moves up to [`DRAIN_BUDGET`] records to the event queue; true when more may be waiting.
-fn drain(ring: &mut RingBuf<MapData>, events: &mpsc::Sender<CaptureEvent>) -> bool {
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    events: &mpsc::Sender<CaptureEvent>,
+    modes: &mut Option<ModeMarker>,
+) -> bool {
     for _ in 0..DRAIN_BUDGET {
         let Some(record) = ring.next() else {
             return false;
@@ -416,7 +593,12 @@ fn drain(ring: &mut RingBuf<MapData>, events: &mpsc::Sender<CaptureEvent>) -> bo
         match event::decode(&record) {
             Ok(ev) => {
                 match &ev {
-                    CaptureEvent::Open(_) => &TELEMETRY.events_open,
+                    CaptureEvent::Open(open) => {
+                        if let Some(modes) = modes.as_mut() {
+                            modes.mark(open.key.tgid);
+                        }
+                        &TELEMETRY.events_open
+                    }
                     CaptureEvent::Data(d) => {
                         TELEMETRY.bytes_seen.fetch_add(
                             u64::from(d.total_len),

@@ -17,6 +17,11 @@ fn is_go_binary(path: &Path) -> bool {
         .is_ok_and(|elf| elf.section_by_name(".go.buildinfo").is_some())
 }
 
+/// Is the running process `pid` a Go program? False when its executable cannot be read.
+pub fn is_go_process(pid: u32) -> bool {
+    is_go_binary(Path::new(&format!("/proc/{pid}/exe")))
+}
+
 /// The resource of one traced process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessInfo {

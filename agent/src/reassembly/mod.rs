@@ -16,7 +16,7 @@ use agent_common::{ConnOrigin, Direction};
 use crate::{
     capture::{
         ConnKey,
-        event::{ConnOpen, DataChunk},
+        event::{ConnOpen, DataChunk, KernelCtx},
         process::{ProcessCache, ProcessInfo},
     },
     protocol::http1::{self, BodyKind, RequestHead, ResponseHead},
@@ -138,6 +138,8 @@ struct Connection {
     last_activity_ns: u64,
     undetected_chunks: u8,
     ignored: bool,
+    /// The kernel's context from the chunk where the next request head starts (injection).
+    kernel_ctx: Option<KernelCtx>,
 }
 
 /// Everything the agent knows about live connections.
@@ -185,6 +187,7 @@ impl ConnTable {
             last_activity_ns: now_ns,
             undetected_chunks: 0,
             ignored: false,
+            kernel_ctx: None,
         }
     }
 
@@ -396,6 +399,10 @@ impl Connection {
                 Role::Client => chunk.start_ns,
             };
             let tid = chunk.tid;
+            if chunk.kernel_ctx.is_some() {
+                self.kernel_ctx = chunk.kernel_ctx;
+            }
+            let kernel_ctx = &mut self.kernel_ctx;
             let pending = &mut self.pending;
             let process = &self.meta.process;
             self.requests.feed(
@@ -425,6 +432,7 @@ impl Connection {
                                 threading: process.threading,
                                 traceparent: head.traceparent.clone(),
                                 tracestate: head.tracestate.clone(),
+                                kernel: kernel_ctx.take(),
                             }));
                             pending.push_back(PendingRequest {
                                 id,

@@ -46,6 +46,7 @@ fn chunk(direction: Direction, start: u64, end: u64, data: &[u8], total: u32) ->
         end_ns: end,
         total_len: total.max(data.len() as u32),
         payload: Bytes::copy_from_slice(data),
+        kernel_ctx: None,
     }
 }
 

@@ -10,7 +10,10 @@
 //!   starts a new trace: a wrong parent is worse than none.
 use std::collections::HashMap;
 
-use crate::telemetry::{Drop, TELEMETRY};
+use crate::{
+    capture::event::{KernelCtx, KernelCtxKind},
+    telemetry::{Drop, TELEMETRY},
+};
 
 use super::{new_span_id, new_trace_id, sampler::Sampler};
 
@@ -133,6 +136,9 @@ pub struct RequestStart {
     pub threading: Threading,
     pub traceparent: Option<String>,
     pub tracestate: Option<String>,
+    /// With injection: the ids the kernel gave this request (server), or wrote into it
+    /// (client). They are on the wire already, so the span takes them.
+    pub kernel: Option<KernelCtx>,
 }
 
 /// Server requests in flight, by process and thread, and the contexts given to requests that
@@ -194,20 +200,34 @@ impl ContextTracker {
     /// The context, and the parent's sampled flag when there is a parent.
     fn start_server(&mut self, req: &RequestStart) -> (SpanContext, Option<bool>) {
         let incoming = req.traceparent.as_deref().map(parse_traceparent);
+        // With injection the kernel already chose this span's ids (and handed them to the
+        // calls it causes); the incoming header, when valid, still decides the trace.
+        let kernel = req.kernel.filter(|k| k.kind == KernelCtxKind::Server);
+        let span_id = kernel.map_or_else(new_span_id, |k| k.span_id);
         let ctx = match incoming {
-            Some(Ok(tp)) => SpanContext {
-                trace_id: tp.trace_id,
-                span_id: new_span_id(),
-                parent_span_id: Some(tp.parent_id),
-                parent_is_remote: true,
-                sampled: tp.sampled,
-                tracestate: req.tracestate.clone(),
-            },
+            Some(Ok(tp)) => {
+                if kernel.is_some_and(|k| k.trace_id != tp.trace_id) {
+                    TELEMETRY.drop(Drop::KernelContextMismatch);
+                }
+                SpanContext {
+                    trace_id: tp.trace_id,
+                    span_id,
+                    parent_span_id: Some(tp.parent_id),
+                    parent_is_remote: true,
+                    sampled: tp.sampled,
+                    tracestate: req.tracestate.clone(),
+                }
+            }
             other => {
                 if matches!(other, Some(Err(_))) {
                     TELEMETRY.drop(Drop::InvalidTraceparent);
                 }
-                SpanContext::new_root()
+                let mut root = SpanContext::new_root();
+                if let Some(k) = kernel {
+                    root.trace_id = k.trace_id;
+                    root.span_id = k.span_id;
+                }
+                root
             }
         };
         self.serving.entry(req.tgid).or_default().push(Serving {
@@ -222,6 +242,9 @@ impl ContextTracker {
     }
 
     fn start_client(&mut self, req: &RequestStart) -> (SpanContext, Option<bool>) {
+        if let Some(k) = req.kernel.filter(|k| k.kind == KernelCtxKind::Injected) {
+            return self.start_injected(req, &k);
+        }
         // The application's own instrumentation wins: its ids are the client span's, and its
         // sampled flag is the decision it already took for the trace.
         if let Some(Ok(tp)) = req.traceparent.as_deref().map(parse_traceparent) {
@@ -261,6 +284,37 @@ impl ContextTracker {
                     TELEMETRY.drop(Drop::AmbiguousParent);
                 }
                 (SpanContext::new_root(), None)
+            }
+        }
+    }
+
+    /// A client request the kernel wrote `traceparent` into: its ids are on the wire. Its
+    /// parent is the server span the kernel named, if that span is one this process is serving
+    /// in the same trace; otherwise the call is the root of the trace the header started.
+    fn start_injected(&mut self, req: &RequestStart, k: &KernelCtx) -> (SpanContext, Option<bool>) {
+        let mut ctx = SpanContext {
+            trace_id: k.trace_id,
+            span_id: k.span_id,
+            parent_span_id: None,
+            parent_is_remote: false,
+            sampled: k.sampled,
+            tracestate: None,
+        };
+        let Some(parent_id) = k.parent_id else {
+            return (ctx, None);
+        };
+        let parent = self
+            .serving
+            .get(&req.tgid)
+            .and_then(|list| list.iter().find(|s| s.span_id == parent_id));
+        match parent {
+            Some(p) if p.trace_id == k.trace_id => {
+                ctx.parent_span_id = Some(parent_id);
+                (ctx, Some(p.sampled))
+            }
+            _ => {
+                TELEMETRY.drop(Drop::KernelContextMismatch);
+                (ctx, None)
             }
         }
     }
@@ -339,6 +393,7 @@ mod tests {
             threading,
             traceparent: tp.map(str::to_string),
             tracestate: None,
+            kernel: None,
         }
     }
 
@@ -392,5 +447,45 @@ mod tests {
         let s = t.finish(2, 100).expect("ctx");
         assert_eq!(s.parent_span_id, None);
         assert!(s.sampled);
+    }
+
+    fn kernel(kind: KernelCtxKind, trace: u8, span: u8, parent: Option<u8>) -> KernelCtx {
+        KernelCtx {
+            kind,
+            trace_id: [trace; 16],
+            span_id: [span; 8],
+            parent_id: parent.map(|p| [p; 8]),
+            sampled: true,
+        }
+    }
+
+    #[test]
+    fn kernel_ids_are_taken_and_checked() {
+        let mut t = ContextTracker::new(64);
+        // Server: the kernel's ids; client: the injected ids, child of that server span.
+        let mut server = start(1, true, 7, None, Threading::PerThread);
+        server.kernel = Some(kernel(KernelCtxKind::Server, 1, 2, None));
+        t.start(&server);
+        let mut client = start(2, false, 7, None, Threading::PerThread);
+        client.kernel = Some(kernel(KernelCtxKind::Injected, 1, 3, Some(2)));
+        t.start(&client);
+        let c = t.finish(2, 100).expect("ctx");
+        assert_eq!((c.trace_id, c.span_id), ([1; 16], [3; 8]));
+        assert_eq!(c.parent_span_id, Some([2; 8]));
+        // A kernel parent that is not a server span of this trace is not trusted.
+        let mut stray = start(3, false, 7, None, Threading::PerThread);
+        stray.kernel = Some(kernel(KernelCtxKind::Injected, 9, 4, Some(2)));
+        t.start(&stray);
+        let s = t.finish(3, 100).expect("ctx");
+        assert_eq!((s.trace_id, s.parent_span_id), ([9; 16], None));
+        let srv = t.finish(1, 100).expect("ctx");
+        assert_eq!((srv.trace_id, srv.span_id), ([1; 16], [2; 8]));
+        // An incoming traceparent decides the trace; the kernel's span id is kept.
+        let mut joined = start(4, true, 7, Some(TP), Threading::PerThread);
+        joined.kernel = Some(kernel(KernelCtxKind::Server, 5, 6, None));
+        t.start(&joined);
+        let j = t.finish(4, 100).expect("ctx");
+        assert_eq!(super::super::hex(&j.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(j.span_id, [6; 8]);
     }
 }

@@ -85,6 +85,31 @@ impl Sampler {
     }
 }
 
+impl Sampler {
+    /// The kernel's view of this sampler (it decides the flags of traces it starts for
+    /// injection): whether a parent's flag is followed, and the bound of the ratio rule for
+    /// everything else (u64::MAX: all, 0: none).
+    pub fn kernel_rule(&self) -> (bool, u64) {
+        let bound = |ratio: f64| {
+            if ratio >= 1.0 {
+                u64::MAX
+            } else if ratio <= 0.0 {
+                0
+            } else {
+                (ratio * (1u64 << 63) as f64) as u64
+            }
+        };
+        match *self {
+            Sampler::AlwaysOn => (false, u64::MAX),
+            Sampler::AlwaysOff => (false, 0),
+            Sampler::TraceIdRatio(r) => (false, bound(r)),
+            Sampler::ParentBased(Root::AlwaysOn) => (true, u64::MAX),
+            Sampler::ParentBased(Root::AlwaysOff) => (true, 0),
+            Sampler::ParentBased(Root::TraceIdRatio(r)) => (true, bound(r)),
+        }
+    }
+}
+
 fn by_ratio(trace_id: &[u8; 16], ratio: f64) -> bool {
     if ratio >= 1.0 {
         return true;
