@@ -4,6 +4,9 @@
 //                                               /ok 200, /fail 500, anything else 404
 //   java JavaHttp.java client USER_AGENT URL... GET each URL in turn with java.net.http.HttpClient,
 //                                               print "STATUS URL", exit
+//   java JavaHttp.java proxy PORT DOWNSTREAM    a thread-per-request server: GET /x/N calls
+//                                               DOWNSTREAM/N with HttpURLConnection on the handling
+//                                               thread, then answers 200
 //
 // The client pins HTTP/1.1: HttpClient's default (HTTP_2) would add an h2c Upgrade offer to every
 // cleartext request, which is not the traffic these tests mean to produce.
@@ -27,6 +30,8 @@ public class JavaHttp {
     public static void main(String[] args) throws Exception {
         if (args.length == 2 && args[0].equals("server")) {
             serve(Integer.parseInt(args[1]));
+        } else if (args.length == 3 && args[0].equals("proxy")) {
+            proxy(Integer.parseInt(args[1]), args[2]);
         } else if (args.length >= 3 && args[0].equals("client")) {
             System.exit(client(args[1], Arrays.asList(args).subList(2, args.length)));
         } else {
@@ -39,6 +44,34 @@ public class JavaHttp {
         InetSocketAddress address = new InetSocketAddress(InetAddress.getByName("127.0.0.1"), port);
         HttpServer server = HttpServer.create(address, 0);
         server.createContext("/", JavaHttp::route);
+        server.start();
+        System.out.println("listening on 127.0.0.1:" + port);
+    }
+
+    static void proxy(int port, String downstream) throws IOException {
+        InetSocketAddress address = new InetSocketAddress(InetAddress.getByName("127.0.0.1"), port);
+        HttpServer server = HttpServer.create(address, 64);
+        server.createContext("/", exchange -> {
+            exchange.getRequestBody().readAllBytes();
+            String path = exchange.getRequestURI().getPath();
+            String n = path.substring(path.lastIndexOf('/') + 1);
+            java.net.HttpURLConnection call =
+                    (java.net.HttpURLConnection) URI.create(downstream + "/" + n).toURL().openConnection();
+            call.setConnectTimeout(10000);
+            call.setReadTimeout(10000);
+            int status = call.getResponseCode();
+            try (java.io.InputStream in = status < 400 ? call.getInputStream() : call.getErrorStream()) {
+                if (in != null) {
+                    in.readAllBytes();
+                }
+            }
+            byte[] bytes = ("proxied " + status + "\n").getBytes(StandardCharsets.UTF_8);
+            exchange.sendResponseHeaders(200, bytes.length);
+            try (OutputStream out = exchange.getResponseBody()) {
+                out.write(bytes);
+            }
+        });
+        server.setExecutor(java.util.concurrent.Executors.newCachedThreadPool());
         server.start();
         System.out.println("listening on 127.0.0.1:" + port);
     }

@@ -2,6 +2,7 @@
 //
 //   node node_http.js server PORT              serve /ok 200, /fail 500, anything else 404 on 127.0.0.1:PORT
 //   node node_http.js client USER_AGENT URL... GET each URL in turn with http.get, print "STATUS URL", exit
+//   node node_http.js proxy PORT DOWNSTREAM    GET /a/b calls DOWNSTREAM/a-b with http.get, then answers 200
 //
 // Only the core `http` module is used, so nothing needs installing besides node itself.
 'use strict';
@@ -23,6 +24,30 @@ function serve(port) {
       'Content-Length': Buffer.byteLength(body),
     });
     res.end(body);
+  });
+  server.listen(port, '127.0.0.1', () => {
+    console.log(`listening on 127.0.0.1:${port}`);
+  });
+  for (const signal of ['SIGINT', 'SIGTERM']) {
+    process.on(signal, () => server.close(() => process.exit(0)));
+  }
+}
+
+function proxy(port, downstream) {
+  const server = http.createServer((req, res) => {
+    req.resume();
+    const n = req.url.split('?')[0].slice(1).replace(/\//g, '-');
+    get(`${downstream}/${n}`, 'node-proxy').then(
+      (status) => {
+        const body = `proxied ${status}\n`;
+        res.writeHead(200, { 'Content-Length': Buffer.byteLength(body) });
+        res.end(body);
+      },
+      (err) => {
+        res.writeHead(502);
+        res.end(String(err));
+      },
+    );
   });
   server.listen(port, '127.0.0.1', () => {
     console.log(`listening on 127.0.0.1:${port}`);
@@ -59,6 +84,8 @@ function usage() {
 const [mode, ...rest] = process.argv.slice(2);
 if (mode === 'server' && rest.length === 1) {
   serve(Number(rest[0]));
+} else if (mode === 'proxy' && rest.length === 2) {
+  proxy(Number(rest[0]), rest[1]);
 } else if (mode === 'client' && rest.length >= 2) {
   client(rest[0], rest.slice(1)).catch((err) => {
     console.error(err);

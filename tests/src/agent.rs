@@ -53,6 +53,8 @@ pub struct Selection {
     pub exes: Vec<String>,
     pub cgroups: Vec<PathBuf>,
     pub ports: Vec<u16>,
+    /// `--inject-cgroup` directories.
+    pub inject_cgroups: Vec<PathBuf>,
     /// Extra environment for the agent (e.g. `OTEL_TRACES_SAMPLER`), set after the harness's own.
     pub env: Vec<(String, String)>,
     /// A command that execs the agent (e.g. `setpriv --reuid=… --ambient-caps=…`), and the
@@ -88,6 +90,9 @@ impl Selection {
         }
         for port in &self.ports {
             flag("--port", port.to_string().into());
+        }
+        for cgroup in &self.inject_cgroups {
+            flag("--inject-cgroup", cgroup.into());
         }
         args
     }

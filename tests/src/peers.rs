@@ -93,7 +93,7 @@ fn base_name(path: &Path) -> Result<String> {
 /// The real interpreter behind `python3`, symlinks resolved: a pyenv shim is a shell script (the
 /// tests want the pid they hold to be python's own from the start), and running the resolved file
 /// makes the process's `comm` and the base name of its `/proc/<pid>/exe` the same (`python3.11`).
-fn python_interpreter() -> Result<PathBuf> {
+pub fn python_interpreter() -> Result<PathBuf> {
     static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     PYTHON
         .get_or_init(|| {
@@ -374,6 +374,30 @@ impl Runtime {
         listening(guard, port, service_name)
     }
 
+    /// Starts the runtime's proxy: `GET /x/N` calls `{downstream}/N` while serving, then answers
+    /// 200 (Java: thread per request, HttpURLConnection; Node: the event loop, http.get).
+    pub fn start_proxy(
+        self,
+        dir: &TempDir,
+        service_name: &str,
+        downstream: &str,
+    ) -> Result<PeerServer> {
+        ensure!(
+            !matches!(self, Self::Go),
+            "the Go peer has no proxy mode"
+        );
+        let port = free_port()?;
+        let (mut command, _) = self.command(&[
+            "proxy".to_string(),
+            port.to_string(),
+            downstream.to_string(),
+        ])?;
+        command.env("OTEL_SERVICE_NAME", service_name);
+        let name = format!("{}-proxy", self.name());
+        let guard = ChildGuard::spawn(&name, &mut command, dir.path(), Shutdown::Kill)?;
+        listening(guard, port, service_name)
+    }
+
     /// Runs the runtime's client over `urls` in order (one process, so connections may be
     /// reused), sending `user_agent`; every response must have arrived.
     pub fn run_client(
@@ -442,4 +466,68 @@ fn build_go_peer() -> Result<PathBuf> {
         String::from_utf8_lossy(&output.stderr)
     );
     Ok(output_path)
+}
+
+/// `peers/inject_integrity.py echo`: a TCP echo server (not HTTP).
+pub fn integrity_echo_server(dir: &TempDir) -> Result<PeerServer> {
+    let port = free_port()?;
+    let mut command = Command::new(python_interpreter()?);
+    command
+        .arg(crate::peers_dir().join("inject_integrity.py"))
+        .args(["echo", &port.to_string()])
+        .env("OTEL_SERVICE_NAME", "tw-echo");
+    let guard = ChildGuard::spawn("integrity-echo", &mut command, dir.path(), Shutdown::Kill)?;
+    listening(guard, port, "tw-echo")
+}
+
+/// One case of `peers/inject_integrity.py client`: what was sent, what came back, and the
+/// `traceparent` lines that were inserted (None: something else changed).
+#[derive(Debug, serde::Deserialize)]
+pub struct IntegrityCase {
+    pub case: String,
+    pub sent: u64,
+    pub echoed: u64,
+    pub sent_sha256: String,
+    pub echoed_sha256: String,
+    pub added: Option<Vec<String>>,
+}
+
+/// Runs `peers/inject_integrity.py client` against the echo server, in `cgroup` when given
+/// (the process moves itself there before it opens a connection).
+pub fn integrity_client(
+    dir: &TempDir,
+    echo_port: u16,
+    cgroup: Option<&Path>,
+) -> Result<Vec<IntegrityCase>> {
+    let script = crate::peers_dir().join("inject_integrity.py");
+    let python = python_interpreter()?;
+    let mut command = match cgroup {
+        Some(cgroup) => {
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg(r#"echo $$ > "$1/cgroup.procs" && shift && exec "$@""#)
+                .arg("sh")
+                .arg(cgroup)
+                .arg(&python);
+            c
+        }
+        None => Command::new(&python),
+    };
+    command
+        .arg(&script)
+        .args(["client", &echo_port.to_string()])
+        .env("OTEL_SERVICE_NAME", "tw-integrity");
+    let finished = run_to_completion(
+        "integrity-client",
+        &mut command,
+        dir.path(),
+        Duration::from_secs(120),
+    )?;
+    finished
+        .stdout
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).with_context(|| format!("integrity client printed {line}"))
+        })
+        .collect()
 }
