@@ -141,7 +141,8 @@ pub struct DataEvent {
 }
 
 /// Where the payload starts in a [`DataEvent`] record.
-pub const DATA_OFFSET: usize = core::mem::size_of::<EventHeader>() + core::mem::size_of::<TraceCtx>();
+pub const DATA_OFFSET: usize =
+    core::mem::size_of::<EventHeader>() + core::mem::size_of::<TraceCtx>();
 
 /// Struct member offsets inside the running kernel, resolved from its BTF by user space at load
 /// time (aya-ebpf has no CO-RE relocations), and handed to the kernel programs as a global.

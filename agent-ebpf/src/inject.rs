@@ -26,7 +26,7 @@ use aya_ebpf::{
 };
 
 use crate::maps::{
-    CLIENT_SOCKS, INJECT_CGROUPS, INJECTED, IN_FLIGHT, KIND_BUF, KIND_IOVEC, KIND_MSGHDR,
+    CLIENT_SOCKS, IN_FLIGHT, INJECT_CGROUPS, INJECTED, KIND_BUF, KIND_IOVEC, KIND_MSGHDR,
     PROC_MODE, SCAN, SCRATCH, SERVER_CTX, SOCKETS, Scan, ServerCtx, SockKey, config, count,
 };
 
@@ -561,7 +561,10 @@ fn scan(ctx: &SkMsgContext, st: &mut Scan) {
                 core::ptr::write_volatile(&mut st.last_lf, i);
                 let n = core::ptr::read_volatile(&st.lines);
                 if n < MAX_LINES {
-                    core::ptr::write_volatile(&mut st.line_start[(n as usize) & (MAX_LINES as usize - 1)], i + 1);
+                    core::ptr::write_volatile(
+                        &mut st.line_start[(n as usize) & (MAX_LINES as usize - 1)],
+                        i + 1,
+                    );
                     core::ptr::write_volatile(&mut st.lines, n + 1);
                 }
             }

@@ -1,8 +1,7 @@
 //! Maps and the run-time configuration global. Sizes here are defaults; user space overrides
 //! the ring buffer and table sizes at load time (`--ring-buffer-bytes`, `--max-connections`).
 use agent_common::{
-    DataEvent, FdKey, KERNEL_COUNTERS, KernelCounter, MAX_CAPTURE, ProbeConfig, SockInfo,
-    TraceCtx,
+    DataEvent, FdKey, KERNEL_COUNTERS, KernelCounter, MAX_CAPTURE, ProbeConfig, SockInfo, TraceCtx,
 };
 use aya_ebpf::{
     macros::map,

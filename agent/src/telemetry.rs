@@ -124,6 +124,8 @@ pub struct Telemetry {
     pub connections_tracked: AtomicU64,
     /// Set once every probe is attached (`/ready`).
     pub ready: AtomicBool,
+    /// `--inject-cgroup` was given and its programs are attached.
+    pub injection_active: AtomicBool,
     /// The kernel's counters (agent_common::KernelCounter), copied from the kernel.
     kernel: [AtomicU64; agent_common::KERNEL_COUNTERS as usize],
 }
@@ -168,6 +170,7 @@ impl Telemetry {
             export_errors: AtomicU64::new(0),
             connections_tracked: AtomicU64::new(0),
             ready: AtomicBool::new(false),
+            injection_active: AtomicBool::new(false),
             kernel: [ZERO; agent_common::KERNEL_COUNTERS as usize],
         }
     }
@@ -284,8 +287,7 @@ impl Telemetry {
             .iter()
             .map(|(c, label)| (format!("outcome=\"{label}\""), self.kernel_counter(*c)))
             .collect();
-        let injection: Vec<(&str, u64)> =
-            injection.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        let injection: Vec<(&str, u64)> = injection.iter().map(|(l, v)| (l.as_str(), *v)).collect();
         counter(
             "tracewire_injection_total",
             "HTTP/1 request heads written in --inject-cgroup cgroups, by what the kernel did: \
@@ -300,6 +302,13 @@ impl Telemetry {
                 "",
                 self.kernel_counter(agent_common::KernelCounter::ServerContexts),
             )],
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tracewire_injection_active 1 when --inject-cgroup is set and its kernel \
+             programs are attached.\n# TYPE tracewire_injection_active gauge\n\
+             tracewire_injection_active {}",
+            u8::from(self.injection_active.load(Relaxed))
         );
         out
     }

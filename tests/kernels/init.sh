@@ -19,8 +19,12 @@ cat /check.txt
 echo "==TW-CHECK-END== rc=$rc"
 
 httpd -f -p 127.0.0.1:8080 -h /www &
+# Trace-context injection is scoped to this cgroup: a client in it gets a traceparent, one
+# outside does not.
+mkdir -p /sys/fs/cgroup/tw
 # The agent's log (and any verifier log) goes straight to the console.
-/tracewire run --port 8080 --metrics-addr 127.0.0.1:9464 >/spans.txt &
+/tracewire run --port 8080 --port 8081 --inject-cgroup /sys/fs/cgroup/tw \
+    --metrics-addr 127.0.0.1:9464 >/spans.txt &
 agent=$!
 i=0
 while [ $i -lt 60 ]; do
@@ -38,6 +42,20 @@ done
 
 wget -q -O - http://127.0.0.1:8080/ok.html
 wget -q -O - http://127.0.0.1:8080/missing.html 2>/dev/null || echo "TW-NOTE 404 as expected"
+# nc answers with an empty 200 and records the raw request it got.
+reply='HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n'
+printf "$reply" | nc -l -p 8081 >/req-in.txt &
+sleep 0.3
+sh -c 'echo $$ >/sys/fs/cgroup/tw/cgroup.procs && exec wget -q -O /dev/null http://127.0.0.1:8081/in'
+printf "$reply" | nc -l -p 8081 >/req-out.txt &
+sleep 0.3
+wget -q -O /dev/null http://127.0.0.1:8081/out
+echo "==TW-INJECT-BEGIN=="
+echo "IN"
+cat /req-in.txt
+echo "OUT"
+cat /req-out.txt
+echo "==TW-INJECT-END=="
 sleep 2
 kill -INT $agent 2>/dev/null
 # A watchdog, in case the agent does not stop on SIGINT.

@@ -382,10 +382,7 @@ impl Runtime {
         service_name: &str,
         downstream: &str,
     ) -> Result<PeerServer> {
-        ensure!(
-            !matches!(self, Self::Go),
-            "the Go peer has no proxy mode"
-        );
+        ensure!(!matches!(self, Self::Go), "the Go peer has no proxy mode");
         let port = free_port()?;
         let (mut command, _) = self.command(&[
             "proxy".to_string(),

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use anyhow::{Context as _, Result, ensure};
 use tracewire_tests::peers::{self, IntegrityCase, Runtime};
 use tracewire_tests::{
-    AgentGuard, CgroupGuard, Export, OtlpProtocol, OtlpReceiver, Selection, SpanQuery,
-    SpanRecord, TempDir,
+    AgentGuard, CgroupGuard, Export, OtlpProtocol, OtlpReceiver, Selection, SpanQuery, SpanRecord,
+    TempDir,
 };
 
 fn hex(bytes: &[u8]) -> String {
@@ -61,7 +61,11 @@ fn injection_changes_nothing_but_whole_request_heads() -> Result<()> {
         dir.path(),
     )?;
 
-    let cases = by_case(peers::integrity_client(&dir, echo.port, Some(cgroup.path()))?);
+    let cases = by_case(peers::integrity_client(
+        &dir,
+        echo.port,
+        Some(cgroup.path()),
+    )?);
     // How many traceparent lines each case may gain: one per whole request head at the start
     // of a write; none for anything else.
     let expected: &[(&str, usize)] = &[
@@ -95,7 +99,10 @@ fn injection_changes_nothing_but_whole_request_heads() -> Result<()> {
             continue;
         };
         if added.len() != *lines {
-            failures.push(format!("{name}: {} lines added, {lines} expected: {added:?}", added.len()));
+            failures.push(format!(
+                "{name}: {} lines added, {lines} expected: {added:?}",
+                added.len()
+            ));
         }
         if let Some(bad) = added.iter().find(|l| !is_traceparent_line(l)) {
             failures.push(format!("{name}: malformed line added: {bad:?}"));
@@ -111,7 +118,11 @@ fn injection_changes_nothing_but_whole_request_heads() -> Result<()> {
             failures.push(format!("{name}: checksum differs"));
         }
     }
-    ensure!(failures.is_empty(), "integrity failures:\n{}", failures.join("\n"));
+    ensure!(
+        failures.is_empty(),
+        "integrity failures:\n{}",
+        failures.join("\n")
+    );
 
     // Every case where the kernel chose not to inject was counted with its reason. The agent
     // copies the kernel's counters about every 0.6 s.
@@ -159,7 +170,8 @@ fn nothing_is_injected_outside_the_selected_cgroup() -> Result<()> {
     std::thread::sleep(std::time::Duration::from_millis(1500));
     for case in &cases {
         ensure!(
-            case.added.as_ref().is_some_and(Vec::is_empty) && case.sent_sha256 == case.echoed_sha256,
+            case.added.as_ref().is_some_and(Vec::is_empty)
+                && case.sent_sha256 == case.echoed_sha256,
             "{}: a process outside the cgroup had its bytes changed: {case:?}",
             case.case
         );
@@ -175,7 +187,12 @@ fn nothing_is_injected_outside_the_selected_cgroup() -> Result<()> {
 
 /// The span of `path` of kind server in `pid`, and the client span that `pid` made for
 /// `child_path`.
-fn pair(receiver: &OtlpReceiver, pid: u32, path: &str, child_path: &str) -> Result<(SpanRecord, SpanRecord)> {
+fn pair(
+    receiver: &OtlpReceiver,
+    pid: u32,
+    path: &str,
+    child_path: &str,
+) -> Result<(SpanRecord, SpanRecord)> {
     Ok((
         receiver.wait_for(&SpanQuery::server(pid, path))?,
         receiver.wait_for(&SpanQuery::client(pid, child_path))?,
@@ -223,20 +240,50 @@ fn one_trace_across_python_java_and_go_at_50_concurrent() -> Result<()> {
     let mut correct = 0;
     let mut wrong = Vec::new();
     for i in 0..REQUESTS {
-        let (front, front_call) =
-            pair(&receiver, python.serving.pid, &format!("/front/{i}"), &format!("/back/{i}"))?;
-        let (middle, middle_call) =
-            pair(&receiver, java.serving.pid, &format!("/back/{i}"), &format!("/leaf/{i}"))?;
+        let (front, front_call) = pair(
+            &receiver,
+            python.serving.pid,
+            &format!("/front/{i}"),
+            &format!("/back/{i}"),
+        )?;
+        let (middle, middle_call) = pair(
+            &receiver,
+            java.serving.pid,
+            &format!("/back/{i}"),
+            &format!("/leaf/{i}"),
+        )?;
         let leaf = receiver.wait_for(&SpanQuery::server(go.serving.pid, &format!("/leaf/{i}")))?;
         let checks = [
-            ("python call is a child of the python request", child_of(&front_call, &front)),
-            ("java request is a child of the python call", child_of(&middle, &front_call)),
-            ("java call is a child of the java request", child_of(&middle_call, &middle)),
-            ("go request is a child of the java call", child_of(&leaf, &middle_call)),
-            ("python request is the root", front.span.parent_span_id.is_empty()),
-            ("parents enclose their children", encloses(&front, &front_call) && encloses(&middle, &middle_call)),
+            (
+                "python call is a child of the python request",
+                child_of(&front_call, &front),
+            ),
+            (
+                "java request is a child of the python call",
+                child_of(&middle, &front_call),
+            ),
+            (
+                "java call is a child of the java request",
+                child_of(&middle_call, &middle),
+            ),
+            (
+                "go request is a child of the java call",
+                child_of(&leaf, &middle_call),
+            ),
+            (
+                "python request is the root",
+                front.span.parent_span_id.is_empty(),
+            ),
+            (
+                "parents enclose their children",
+                encloses(&front, &front_call) && encloses(&middle, &middle_call),
+            ),
         ];
-        let failed: Vec<&str> = checks.iter().filter(|(_, ok)| !ok).map(|(what, _)| *what).collect();
+        let failed: Vec<&str> = checks
+            .iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(what, _)| *what)
+            .collect();
         if failed.is_empty() {
             correct += 1;
         } else {
@@ -249,11 +296,18 @@ fn one_trace_across_python_java_and_go_at_50_concurrent() -> Result<()> {
     // One trace per request: no span of one request in another's trace.
     let mut traces = std::collections::HashSet::new();
     for i in 0..REQUESTS {
-        let front = receiver.wait_for(&SpanQuery::server(python.serving.pid, &format!("/front/{i}")))?;
+        let front = receiver.wait_for(&SpanQuery::server(
+            python.serving.pid,
+            &format!("/front/{i}"),
+        ))?;
         traces.insert(hex(&front.span.trace_id));
     }
     eprintln!("correct trees (python -> java -> go): {correct}/{REQUESTS}");
-    ensure!(traces.len() == REQUESTS, "{} distinct traces for {REQUESTS} requests", traces.len());
+    ensure!(
+        traces.len() == REQUESTS,
+        "{} distinct traces for {REQUESTS} requests",
+        traces.len()
+    );
     ensure!(
         wrong.is_empty(),
         "{} of {REQUESTS} trees are wrong (thread-per-request must be exact):\n{}",
@@ -316,15 +370,21 @@ fn node_proxy_links_when_it_can_and_never_to_the_wrong_request() -> Result<()> {
             &format!("/back/front-{i}"),
         ))?;
         if !child_of(&next, &call) {
-            wrong.push(format!("request {i}: the backend did not join the call\n  {call}\n  {next}"));
+            wrong.push(format!(
+                "request {i}: the backend did not join the call\n  {call}\n  {next}"
+            ));
         }
         if child_of(&call, &server) {
             linked += 1;
         } else if !call.span.parent_span_id.is_empty() {
-            wrong.push(format!("request {i}: the call has a parent that is not its request\n  {server}\n  {call}"));
+            wrong.push(format!(
+                "request {i}: the call has a parent that is not its request\n  {server}\n  {call}"
+            ));
         }
     }
-    eprintln!("node proxy at {REQUESTS} concurrent: {linked}/{REQUESTS} calls linked, the rest new traces");
+    eprintln!(
+        "node proxy at {REQUESTS} concurrent: {linked}/{REQUESTS} calls linked, the rest new traces"
+    );
     ensure!(wrong.is_empty(), "wrong links:\n{}", wrong.join("\n"));
     Ok(())
 }

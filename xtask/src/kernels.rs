@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, bail, ensure};
 
 use crate::setup::{apt_install, has};
 use crate::{agent_binary, run, workspace_root};
@@ -68,12 +68,16 @@ impl Default for Options {
     }
 }
 
+#[derive(Debug)]
 struct Outcome {
     version: String,
     package: String,
     seconds: f64,
     check: String,
     spans: String,
+    /// Trace-context injection in the guest: a client in the injection cgroup sent a
+    /// traceparent, one outside did not.
+    inject: String,
     failure: Option<String>,
 }
 
@@ -104,6 +108,7 @@ pub fn kernels(opts: &Options) -> Result<()> {
             seconds: 0.0,
             check: "-".into(),
             spans: "-".into(),
+            inject: "-".into(),
             failure: None,
         };
         match kernel(&mut apt, &dir, line) {
@@ -130,18 +135,19 @@ fn report(outcomes: &[Outcome], total: Duration) -> Result<()> {
     let mut table = String::new();
     let _ = writeln!(
         table,
-        "| kernel | package | boot+test s | check | spans | result |"
+        "| kernel | package | boot+test s | check | spans | injection | result |"
     );
-    let _ = writeln!(table, "|---|---|---|---|---|---|");
+    let _ = writeln!(table, "|---|---|---|---|---|---|---|");
     for o in outcomes {
         let _ = writeln!(
             table,
-            "| {} | {} | {:.1} | {} | {} | {} |",
+            "| {} | {} | {:.1} | {} | {} | {} | {} |",
             o.version,
             o.package,
             o.seconds,
             o.check,
             o.spans,
+            o.inject,
             if o.failure.is_some() { "FAIL" } else { "ok" }
         );
     }
@@ -412,7 +418,7 @@ fn initramfs(dir: &Path) -> Result<PathBuf> {
     copy_into(Path::new("/bin/busybox"), &root, "bin/busybox")?;
     for applet in [
         "sh", "mount", "ip", "ifconfig", "httpd", "wget", "sleep", "cat", "grep", "poweroff",
-        "kill", "uname", "echo", "ls", "dmesg", "mkdir", "ps",
+        "kill", "uname", "echo", "ls", "dmesg", "mkdir", "ps", "nc", "reboot",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))
             .with_context(|| format!("linking the {applet} applet"))?;
@@ -665,6 +671,36 @@ fn verify(text: &str, outcome: &mut Outcome) -> Result<()> {
     if !missing.is_empty() {
         bail!("missing {}; the spans were:\n{spans}", missing.join(", "));
     }
+    verify_injection(text, outcome)
+}
+
+/// The raw requests nc received: the one from inside the injection cgroup carries exactly one
+/// traceparent line, the one from outside none.
+fn verify_injection(text: &str, outcome: &mut Outcome) -> Result<()> {
+    let section = between(text, "==TW-INJECT-BEGIN==", "==TW-INJECT-END==")
+        .context("no injection output on the console: /init did not finish")?;
+    let (inside, outside) = section
+        .split_once("\nOUT")
+        .context("injection output without its OUT part")?;
+    let count = |part: &str| {
+        part.lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("traceparent:"))
+            .count()
+    };
+    let valid = inside
+        .lines()
+        .any(|l| l.starts_with("traceparent: 00-") && l.trim_end().len() == 13 + 55);
+    let (inn, out) = (count(inside), count(outside));
+    outcome.inject = format!(
+        "in cgroup {}, outside {}",
+        if inn == 1 && valid { "yes" } else { "NO" },
+        if out == 0 { "untouched" } else { "CHANGED" }
+    );
+    ensure!(
+        inn == 1 && valid && out == 0,
+        "injection: {} traceparent line(s) inside the cgroup (want 1, valid), {out} outside (want 0):\n{section}",
+        inn
+    );
     Ok(())
 }
 
@@ -711,6 +747,7 @@ mod tests {
             seconds: 0.0,
             check: String::new(),
             spans: String::new(),
+            inject: String::new(),
             failure: None,
         }
     }
@@ -719,7 +756,9 @@ mod tests {
         ==TW-CHECK-END== rc=0\n==TW-SPANS-BEGIN==\n\
         t httpd SERVER GET /ok.html 200 1ms trace=a span=b\n\
         t busybox CLIENT GET http://127.0.0.1:8080/ok.html 200 2ms trace=a span=c\n\
-        ==TW-SPANS-END==\n";
+        ==TW-SPANS-END==\n==TW-INJECT-BEGIN==\nIN\nGET /in HTTP/1.1\r\n\
+        traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\
+        Host: x\r\n\r\nOUT\nGET /out HTTP/1.1\r\nHost: x\r\n\r\n==TW-INJECT-END==\n";
 
     #[test]
     fn verify_accepts_either_applet_name_and_names_what_is_missing() {
@@ -735,7 +774,14 @@ mod tests {
             "==TW-SPANS-END==",
             "t httpd SERVER GET /missing.html 404 1ms\n==TW-SPANS-END==",
         );
-        assert!(verify(&full, &mut outcome()).is_ok());
+        let mut o = outcome();
+        assert!(verify(&full, &mut o).is_ok(), "{o:?}");
+        assert_eq!(o.inject, "in cgroup yes, outside untouched");
+        let leaked = full.replace(
+            "OUT\nGET /out HTTP/1.1\r\n",
+            "OUT\nGET /out HTTP/1.1\r\ntraceparent: 00-x\r\n",
+        );
+        assert!(verify(&leaked, &mut outcome()).is_err());
     }
 
     #[test]

@@ -181,6 +181,11 @@ pub fn run(capture: &CaptureConfig) -> Vec<Finding> {
         finding("cgroup v2", false, cgroup2_mount()),
     ];
     out.push(finding(
+        "injection",
+        false,
+        super::check_injection(capture).map_err(|e| chain(&e)),
+    ));
+    out.push(finding(
         "agent programs",
         true,
         super::Capture::start(capture)

@@ -180,7 +180,14 @@ pub struct Capture {
     drain_interval: Duration,
     pids: Vec<u32>,
     exes: select::ExeSelector,
-    modes: Option<ModeMarker>,
+    injection: Option<Injection>,
+}
+
+/// Trace-context injection, attached.
+struct Injection {
+    modes: ModeMarker,
+    /// The client-socket map sk_msg is attached to: kept open for the agent's life.
+    socks: SockHash<MapData, [u32; 11]>,
 }
 
 /// Tells the kernel how each process maps requests to threads (per thread, or per process for
@@ -260,45 +267,28 @@ fn raise_memlock() {
 impl Capture {
     /// Loads the kernel programs, attaches every tracepoint and fills the selection maps.
     pub fn start(cfg: &CaptureConfig) -> Result<Self, CaptureError> {
-        ensure_tracefs()?;
-        raise_memlock();
-        let offsets = offsets::resolve(offsets::VMLINUX_BTF)?;
-        let mut select = 0;
-        if !cfg.pids.is_empty() || !cfg.exes.is_empty() {
-            select |= SELECT_PID;
-        }
-        if !cfg.cgroups.is_empty() {
-            select |= SELECT_CGROUP;
-        }
-        if !cfg.ports.is_empty() {
-            select |= SELECT_PORT;
-        }
-        let ring_bytes = cfg.ring_buffer_bytes.next_power_of_two().max(1 << 16);
-        let (parent_based, root_sample_bound) = cfg.sampler.kernel_rule();
-        let probe_config = ProbeConfig {
-            agent_tgid: std::process::id(),
-            capture_bytes: cfg.capture_bytes.min(MAX_CAPTURE as u32),
-            select,
-            wakeup_bytes: ring_bytes / 4,
-            offsets,
-            inject: u32::from(!cfg.inject_cgroups.is_empty()),
-            parent_based: u32::from(parent_based),
-            root_sample_bound,
-        };
-        let max_conns = cfg.max_connections.max(1024);
-        let mut ebpf = EbpfLoader::new()
-            .override_global("CONFIG", &probe_config, true)
-            .map_max_entries("EVENTS", ring_bytes)
-            .map_max_entries("SOCKETS", max_conns)
-            .map_max_entries("IGNORED", max_conns)
-            .load(EBPF_OBJECT)
-            .map_err(|source| CaptureError::Load { source })?;
+        let (mut ebpf, probe_config, ring_bytes, max_conns) = load_object(cfg)?;
         fill_selection(&mut ebpf, cfg)?;
-        let modes = if cfg.inject_cgroups.is_empty() {
+        let injection = if cfg.inject_cgroups.is_empty() {
             None
         } else {
-            Some(start_injection(&mut ebpf, &cfg.inject_cgroups)?)
+            match start_injection(&mut ebpf, &cfg.inject_cgroups) {
+                Ok(injection) => Some(injection),
+                Err(err) => {
+                    // Tracing is worth having without propagation: say so loudly, undo what
+                    // was attached, and go on.
+                    tracing::error!(
+                        "{}; tracing continues WITHOUT trace-context injection",
+                        check::chain(&err)
+                    );
+                    unload_injection(&mut ebpf);
+                    None
+                }
+            }
         };
+        TELEMETRY
+            .injection_active
+            .store(injection.is_some(), std::sync::atomic::Ordering::Relaxed);
         for (name, category, tracepoints) in ATTACHMENTS {
             let program: &mut TracePoint = ebpf
                 .program_mut(name)
@@ -338,7 +328,7 @@ impl Capture {
             drain_interval: cfg.drain_interval,
             pids: cfg.pids.clone(),
             exes: cfg.exes.clone(),
-            modes,
+            injection,
         })
     }
 
@@ -355,8 +345,12 @@ impl Capture {
             drain_interval,
             pids,
             exes,
-            mut modes,
+            injection,
         } = self;
+        let (mut modes, client_socks) = match injection {
+            Some(Injection { modes, socks }) => (Some(modes), Some(socks)),
+            None => (None, None),
+        };
         // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long
         // as the RingBuf lives, and the AsyncFd owns the RingBuf.
         let mut ring =
@@ -397,6 +391,7 @@ impl Capture {
         publish_kernel_counters(&ebpf);
         tracing::debug!(fd = ring.get_ref().as_raw_fd(), "capture stopped");
         drop(ring);
+        drop(client_socks);
         drop(ebpf);
         Ok(())
     }
@@ -421,37 +416,77 @@ fn publish_kernel_counters(ebpf: &Ebpf) {
     TELEMETRY.set_kernel_counters(&totals);
 }
 
-/// Loads the injection programs: the data-exit context stage (tail-called), sk_msg on the
-/// client-socket map, and sock_ops on each `--inject-cgroup` cgroup, which is what scopes
-/// injection to those cgroups. Fills the injection cgroup ids.
-fn start_injection(
-    ebpf: &mut Ebpf,
-    dirs: &[std::path::PathBuf],
-) -> Result<ModeMarker, CaptureError> {
-    let inject_err = |what: &str| {
-        let what = what.to_string();
-        move |source| CaptureError::Inject { what, source }
-    };
-    {
-        let mut ids = BpfHashMap::<_, u64, u8>::try_from(
-            ebpf.map_mut("INJECT_CGROUPS")
-                .ok_or(CaptureError::MissingMap {
-                    name: "INJECT_CGROUPS",
-                })?,
-        )
-        .map_err(|source| CaptureError::Map {
-            name: "INJECT_CGROUPS",
-            source,
-        })?;
-        for dir in dirs {
-            for id in cgroup_ids(dir)? {
-                ids.insert(id, 1, 0).map_err(|source| CaptureError::Map {
-                    name: "INJECT_CGROUPS",
-                    source,
-                })?;
-            }
-        }
+/// Loads the kernel object with the run-time configuration: the programs are not loaded yet.
+fn load_object(cfg: &CaptureConfig) -> Result<(Ebpf, ProbeConfig, u32, u32), CaptureError> {
+    ensure_tracefs()?;
+    raise_memlock();
+    let offsets = offsets::resolve(offsets::VMLINUX_BTF)?;
+    let mut select = 0;
+    if !cfg.pids.is_empty() || !cfg.exes.is_empty() {
+        select |= SELECT_PID;
     }
+    if !cfg.cgroups.is_empty() {
+        select |= SELECT_CGROUP;
+    }
+    if !cfg.ports.is_empty() {
+        select |= SELECT_PORT;
+    }
+    let ring_bytes = cfg.ring_buffer_bytes.next_power_of_two().max(1 << 16);
+    let (parent_based, root_sample_bound) = cfg.sampler.kernel_rule();
+    let probe_config = ProbeConfig {
+        agent_tgid: std::process::id(),
+        capture_bytes: cfg.capture_bytes.min(MAX_CAPTURE as u32),
+        select,
+        wakeup_bytes: ring_bytes / 4,
+        offsets,
+        inject: u32::from(!cfg.inject_cgroups.is_empty()),
+        parent_based: u32::from(parent_based),
+        root_sample_bound,
+    };
+    let max_conns = cfg.max_connections.max(1024);
+    let ebpf = EbpfLoader::new()
+        .override_global("CONFIG", &probe_config, true)
+        .map_max_entries("EVENTS", ring_bytes)
+        .map_max_entries("SOCKETS", max_conns)
+        .map_max_entries("IGNORED", max_conns)
+        .load(EBPF_OBJECT)
+        .map_err(|source| CaptureError::Load { source })?;
+    Ok((ebpf, probe_config, ring_bytes, max_conns))
+}
+
+/// Detaches and unloads whatever of injection was loaded (after a failed start).
+fn unload_injection(ebpf: &mut Ebpf) {
+    if let Some(Ok(p)) = ebpf.program_mut("tw_sockops").map(<&mut SockOps>::try_from) {
+        let _ = p.unload();
+    }
+    if let Some(Ok(p)) = ebpf.program_mut("tw_inject").map(<&mut SkMsg>::try_from) {
+        let _ = p.unload();
+    }
+    if let Some(Ok(p)) = ebpf
+        .program_mut("tw_data_ctx")
+        .map(<&mut TracePoint>::try_from)
+    {
+        let _ = p.unload();
+    }
+}
+
+fn inject_err(what: &str) -> impl FnOnce(aya::programs::ProgramError) -> CaptureError {
+    let what = what.to_string();
+    move |source| CaptureError::Inject { what, source }
+}
+
+/// `tracewire check`: do the injection programs (sock_ops, sk_msg, the context stage) load on
+/// this kernel? Nothing is attached.
+pub fn check_injection(cfg: &CaptureConfig) -> Result<String, CaptureError> {
+    let mut cfg = cfg.clone();
+    cfg.inject_cgroups = vec![std::path::PathBuf::from("/")];
+    let (mut ebpf, ..) = load_object(&cfg)?;
+    load_injection(&mut ebpf)?;
+    Ok("sock_ops, sk_msg and the context stage load: --inject-cgroup works".into())
+}
+
+/// Loads (does not attach) the injection programs; returns the context stage's fd.
+fn load_injection(ebpf: &mut Ebpf) -> Result<aya::programs::ProgramFd, CaptureError> {
     let stage: &mut TracePoint = ebpf
         .program_mut("tw_data_ctx")
         .ok_or(CaptureError::MissingProgram {
@@ -468,6 +503,33 @@ fn start_injection(
             what: "tw_data_ctx".into(),
             source: aya::programs::ProgramError::IOError(e),
         })?;
+    let sk_msg: &mut SkMsg = ebpf
+        .program_mut("tw_inject")
+        .ok_or(CaptureError::MissingProgram { name: "tw_inject" })?
+        .try_into()
+        .map_err(inject_err("tw_inject"))?;
+    sk_msg
+        .load()
+        .map_err(inject_err("loading tw_inject (sk_msg)"))?;
+    let sock_ops: &mut SockOps = ebpf
+        .program_mut("tw_sockops")
+        .ok_or(CaptureError::MissingProgram { name: "tw_sockops" })?
+        .try_into()
+        .map_err(inject_err("tw_sockops"))?;
+    sock_ops
+        .load()
+        .map_err(inject_err("loading tw_sockops (sock_ops)"))?;
+    Ok(stage_fd)
+}
+
+/// Loads and attaches injection: sk_msg on the client-socket map, sock_ops on each
+/// `--inject-cgroup` cgroup (which is what scopes injection to those cgroups), then the
+/// cgroup ids and the context stage, so the kernel starts keeping contexts last.
+fn start_injection(
+    ebpf: &mut Ebpf,
+    dirs: &[std::path::PathBuf],
+) -> Result<Injection, CaptureError> {
+    let stage_fd = load_injection(ebpf)?;
     let socks: SockHash<MapData, [u32; 11]> = SockHash::try_from(
         ebpf.take_map("CLIENT_SOCKS")
             .ok_or(CaptureError::MissingMap {
@@ -483,7 +545,6 @@ fn start_injection(
         .ok_or(CaptureError::MissingProgram { name: "tw_inject" })?
         .try_into()
         .map_err(inject_err("tw_inject"))?;
-    sk_msg.load().map_err(inject_err("loading tw_inject (sk_msg)"))?;
     sk_msg
         .attach(socks.fd())
         .map_err(inject_err("attaching tw_inject to the client socket map"))?;
@@ -492,9 +553,6 @@ fn start_injection(
         .ok_or(CaptureError::MissingProgram { name: "tw_sockops" })?
         .try_into()
         .map_err(inject_err("tw_sockops"))?;
-    sock_ops
-        .load()
-        .map_err(inject_err("loading tw_sockops (sock_ops)"))?;
     for dir in dirs {
         let cgroup = std::fs::File::open(dir).map_err(|source| CaptureError::Cgroup {
             path: dir.display().to_string(),
@@ -502,11 +560,34 @@ fn start_injection(
         })?;
         sock_ops
             .attach(&cgroup, CgroupAttachMode::Single)
-            .map_err(inject_err(&format!("attaching sock_ops to {}", dir.display())))?;
+            .map_err(inject_err(&format!(
+                "attaching sock_ops to {}",
+                dir.display()
+            )))?;
     }
-    let mut stages = ProgramArray::try_from(ebpf.map_mut("STAGES").ok_or(
-        CaptureError::MissingMap { name: "STAGES" },
-    )?)
+    {
+        let mut ids = BpfHashMap::<_, u64, u8>::try_from(ebpf.map_mut("INJECT_CGROUPS").ok_or(
+            CaptureError::MissingMap {
+                name: "INJECT_CGROUPS",
+            },
+        )?)
+        .map_err(|source| CaptureError::Map {
+            name: "INJECT_CGROUPS",
+            source,
+        })?;
+        for dir in dirs {
+            for id in cgroup_ids(dir)? {
+                ids.insert(id, 1, 0).map_err(|source| CaptureError::Map {
+                    name: "INJECT_CGROUPS",
+                    source,
+                })?;
+            }
+        }
+    }
+    let mut stages = ProgramArray::try_from(
+        ebpf.map_mut("STAGES")
+            .ok_or(CaptureError::MissingMap { name: "STAGES" })?,
+    )
     .map_err(|source| CaptureError::Map {
         name: "STAGES",
         source,
@@ -517,19 +598,21 @@ fn start_injection(
             name: "STAGES",
             source,
         })?;
-    // The socket map must live as long as the programs: dropping it would detach sk_msg.
-    std::mem::forget(socks);
-    let modes = BpfHashMap::try_from(ebpf.take_map("PROC_MODE").ok_or(
-        CaptureError::MissingMap { name: "PROC_MODE" },
-    )?)
+    let modes = BpfHashMap::try_from(
+        ebpf.take_map("PROC_MODE")
+            .ok_or(CaptureError::MissingMap { name: "PROC_MODE" })?,
+    )
     .map_err(|source| CaptureError::Map {
         name: "PROC_MODE",
         source,
     })?;
     tracing::info!(cgroups = ?dirs, "trace-context injection on");
-    Ok(ModeMarker {
-        map: modes,
-        seen: std::collections::HashSet::new(),
+    Ok(Injection {
+        modes: ModeMarker {
+            map: modes,
+            seen: std::collections::HashSet::new(),
+        },
+        socks,
     })
 }
 

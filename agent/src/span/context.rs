@@ -485,7 +485,10 @@ mod tests {
         joined.kernel = Some(kernel(KernelCtxKind::Server, 5, 6, None));
         t.start(&joined);
         let j = t.finish(4, 100).expect("ctx");
-        assert_eq!(super::super::hex(&j.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            super::super::hex(&j.trace_id),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
         assert_eq!(j.span_id, [6; 8]);
     }
 }
