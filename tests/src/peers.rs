@@ -528,3 +528,39 @@ pub fn integrity_client(
         })
         .collect()
 }
+
+/// The interpreter of the OpenTelemetry SDK virtualenv `cargo xtask setup --test-peers` makes
+/// (`TRACEWIRE_OTEL_PYTHON`, or its default place).
+pub fn otel_sdk_python() -> Result<PathBuf> {
+    let python = std::env::var_os("TRACEWIRE_OTEL_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+            PathBuf::from(home).join(".local/share/tracewire/otel-sdk-venv/bin/python")
+        });
+    ensure!(
+        python.is_file(),
+        "no OpenTelemetry SDK interpreter at {}: run `cargo xtask setup --test-peers`",
+        python.display()
+    );
+    Ok(python)
+}
+
+/// `peers/otel_sdk_service.py`: a service instrumented with the official OpenTelemetry Python
+/// SDK, exporting to `otlp_endpoint` over OTLP/HTTP; `GET /x/N` calls `{downstream}/N`.
+pub fn otel_sdk_service(
+    dir: &TempDir,
+    otlp_endpoint: &str,
+    downstream: &str,
+) -> Result<PeerServer> {
+    let port = free_port()?;
+    let mut command = Command::new(otel_sdk_python()?);
+    command
+        .arg(crate::peers_dir().join("otel_sdk_service.py"))
+        .args([port.to_string(), downstream.to_string()])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_endpoint)
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        .env("PYTHONUNBUFFERED", "1");
+    let guard = ChildGuard::spawn("otel-sdk-service", &mut command, dir.path(), Shutdown::Kill)?;
+    listening(guard, port, "tw-sdk")
+}

@@ -388,3 +388,78 @@ fn node_proxy_links_when_it_can_and_never_to_the_wrong_request() -> Result<()> {
     ensure!(wrong.is_empty(), "wrong links:\n{}", wrong.join("\n"));
     Ok(())
 }
+
+/// A service instrumented with the official OpenTelemetry SDK in the middle of the chain:
+/// Python (agent, injected) → SDK service → python http.server (agent). Its spans and ours
+/// form one trace in both directions: it continues the traceparent the kernel wrote, and the
+/// agent's next server span continues the one the SDK wrote.
+#[test]
+fn spans_of_the_opentelemetry_sdk_and_ours_form_one_trace() -> Result<()> {
+    const REQUESTS: usize = 10;
+    let cgroup = CgroupGuard::create()?;
+    let dir = TempDir::new("inject-sdk")?;
+    let receiver = OtlpReceiver::start(OtlpProtocol::HttpProtobuf)?;
+    let leaf = peers::python_http_server(&dir, "tw-leaf")?;
+    // Outside the cgroup: the SDK instruments it, not the agent.
+    let sdk = peers::otel_sdk_service(&dir, &receiver.endpoint(), &leaf.url("/leaf"))?;
+    let front = peers::python_front_server(&dir, "tw-front", sdk.port)?;
+    for pid in [leaf.serving.pid, front.serving.pid] {
+        cgroup.add(pid)?;
+    }
+    let _agent = AgentGuard::start_selecting(
+        Export::Otlp(&receiver),
+        &inject_selection(&cgroup),
+        dir.path(),
+    )?;
+    let warm = tracewire_tests::net::http_get(
+        tracewire_tests::net::loopback(front.port),
+        "/front/warm",
+        std::time::Duration::from_secs(20),
+    )?;
+    ensure!(warm.status == 200, "warm-up request: {}", warm.status);
+    peers::python_load(&dir, &front.url("/front"), REQUESTS)?;
+
+    let mut wrong = Vec::new();
+    for i in 0..REQUESTS {
+        let (ours, our_call) = pair(
+            &receiver,
+            front.serving.pid,
+            &format!("/front/{i}"),
+            &format!("/back/{i}"),
+        )?;
+        let (theirs, their_call) = pair(
+            &receiver,
+            sdk.serving.pid,
+            &format!("/back/{i}"),
+            &format!("/leaf/{i}"),
+        )?;
+        let last =
+            receiver.wait_for(&SpanQuery::server(leaf.serving.pid, &format!("/leaf/{i}")))?;
+        for (what, ok) in [
+            (
+                "our call is a child of our request",
+                child_of(&our_call, &ours),
+            ),
+            (
+                "the SDK's server span continues our call",
+                child_of(&theirs, &our_call),
+            ),
+            (
+                "the SDK's call is a child of its server span",
+                child_of(&their_call, &theirs),
+            ),
+            (
+                "our server span continues the SDK's call",
+                child_of(&last, &their_call),
+            ),
+        ] {
+            if !ok {
+                wrong.push(format!(
+                    "request {i}: {what}\n  {ours}\n  {our_call}\n  {theirs}\n  {their_call}\n  {last}"
+                ));
+            }
+        }
+    }
+    ensure!(wrong.is_empty(), "broken links:\n{}", wrong.join("\n"));
+    Ok(())
+}

@@ -191,6 +191,70 @@ fn cargo_fuzz() -> Result<()> {
     )
 }
 
+/// The official OpenTelemetry Python SDK, for the interop tests, in a virtualenv kept at a
+/// stable place (pinned versions; nothing installed system-wide).
+pub const OTEL_SDK_PACKAGES: [&str; 2] = [
+    "opentelemetry-sdk==1.45.2",
+    "opentelemetry-exporter-otlp-proto-http==1.45.2",
+];
+
+pub fn otel_sdk_venv() -> PathBuf {
+    home().join(".local/share/tracewire/otel-sdk-venv")
+}
+
+/// The interpreter of [`otel_sdk_venv`].
+pub fn otel_sdk_python() -> PathBuf {
+    otel_sdk_venv().join("bin/python")
+}
+
+fn otel_sdk() -> Result<()> {
+    let python = otel_sdk_python();
+    let ready = || {
+        output(Command::new(&python).args([
+            "-c",
+            "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http",
+        ]))
+        .is_some()
+    };
+    if ready() {
+        return Ok(());
+    }
+    let venv = otel_sdk_venv();
+    let made = Command::new("python3")
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !made {
+        // Debian's python3 needs its venv module as a package.
+        apt_install(
+            &["python3-venv"],
+            " (for the OpenTelemetry SDK interop tests)",
+        )?;
+        run(
+            Command::new("/usr/bin/python3")
+                .args(["-m", "venv", "--clear"])
+                .arg(&venv),
+            "creating a virtualenv for the OpenTelemetry SDK",
+            "python3 -m venv must work",
+        )?;
+    }
+    run(
+        Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet"])
+            .args(OTEL_SDK_PACKAGES),
+        "installing the OpenTelemetry Python SDK (interop tests)",
+        "check that PyPI is reachable",
+    )?;
+    if !ready() {
+        bail!(
+            "the OpenTelemetry SDK does not import from {}",
+            python.display()
+        );
+    }
+    Ok(())
+}
+
 /// The agent mounts tracefs itself; set-up does it too so that tools like bpftool see it.
 fn tracefs() -> Result<()> {
     if Path::new("/sys/kernel/tracing/events").is_dir() {
@@ -214,6 +278,7 @@ pub fn setup(test_peers: bool) -> Result<()> {
     apt(test_peers)?;
     if test_peers {
         cargo_fuzz()?;
+        otel_sdk()?;
     }
     // Not fatal: without root the agent cannot run anyway, and says so.
     if let Err(e) = tracefs() {
