@@ -37,6 +37,8 @@ const BPF_ANY: u64 = 0;
 const SCAN_BYTES: u32 = 1024;
 /// `traceparent: 00-{32}-{16}-{2}\r\n`
 const LINE: u32 = 70;
+/// Bytes from the start of an injected message made linear (one scatterlist element).
+const LINEAR_BYTES: u32 = 4096;
 const LOWER: u64 = 0x2020_2020_2020_2020;
 
 /// Is the current process in an injection cgroup?
@@ -243,8 +245,9 @@ fn open(ckey: u64, sock: u64, ctx: &TraceCtx) {
     if let Some(old) = SERVER_CTX.get_ptr_mut(&ckey) {
         // SAFETY: map value pointer valid for this run.
         let old = unsafe { &mut *old };
-        // A count that runs away (answers never seen) must not poison the thread forever.
-        entry.open = if old.open >= 64 { 1 } else { old.open + 1 };
+        // Never wraps or resets: a count that is too high only costs links (calls start new
+        // traces), a count that is too low would give a call the wrong parent.
+        entry.open = old.open.saturating_add(1);
         *old = entry;
     } else {
         let _ = SERVER_CTX.insert(&ckey, &entry, 0);
@@ -713,15 +716,26 @@ fn write_header(ctx: &SkMsgContext, cfg: &ProbeConfig, pid_tgid: u64, line_end: 
         count(KernelCounter::InjectFailed);
         return;
     }
+    // One linear piece from the start of the message through the new line and the rest of the
+    // head (and a little more): written to the socket as one buffer, so the request leaves in
+    // one segment as it would have without us. The kernel splits the scatterlist at the
+    // insertion point; three small segments where there was one made connections to servers
+    // whose accept queue overflows (SYN cookies) fail now and then.
+    let size = ctx.size();
+    let linear = if size < LINEAR_BYTES {
+        size
+    } else {
+        LINEAR_BYTES
+    };
     // SAFETY: the helper checks its range against the (now longer) message.
-    if unsafe { bpf_msg_pull_data(ctx.msg, line_end, line_end + LINE, 0) } != 0 {
-        // The space is in the message but cannot be reached: fill nothing would corrupt it,
-        // so take it out again.
+    if unsafe { bpf_msg_pull_data(ctx.msg, 0, linear, 0) } != 0 {
+        // The room is in the message but cannot be reached: take it out again.
         let _ = ctx.pop_data(line_end, LINE, 0);
         count(KernelCounter::InjectFailed);
         return;
     }
-    let data = ctx.data();
+    let at = core::hint::black_box(line_end) as usize & (SCAN_BYTES as usize - 1);
+    let data = ctx.data() + at;
     if data + LINE as usize > ctx.data_end() {
         let _ = ctx.pop_data(line_end, LINE, 0);
         count(KernelCounter::InjectFailed);

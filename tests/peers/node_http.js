@@ -44,6 +44,7 @@ function proxy(port, downstream) {
         res.end(body);
       },
       (err) => {
+        console.error(`proxy call ${n} failed: ${err}`);
         res.writeHead(502);
         res.end(String(err));
       },

@@ -125,8 +125,18 @@ fn parse_duration_us(s: &str) -> Option<f64> {
 }
 
 fn wrk(port: u16, secs: u64) -> Result<WrkResult> {
-    let mut cmd = Command::new("taskset");
-    cmd.args(["-c", "1", "wrk", "-t1", "-c32"])
+    wrk_in(port, secs, 32, None)
+}
+
+/// wrk with `connections`, started inside `cgroup` when given (before it opens a connection).
+fn wrk_in(port: u16, secs: u64, connections: u32, cgroup: Option<&Path>) -> Result<WrkResult> {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"[ -z "$1" ] || echo $$ > "$1/cgroup.procs" || exit 1; shift; exec "$@""#)
+        .arg("sh")
+        .arg(cgroup.map(Path::as_os_str).unwrap_or_default())
+        .args(["taskset", "-c", "1", "wrk", "-t1"])
+        .arg(format!("-c{connections}"))
         .arg(format!("-d{secs}s"))
         .arg("--latency")
         .arg(format!("http://127.0.0.1:{port}/"));
@@ -208,9 +218,14 @@ fn bpf_stats() -> (f64, f64) {
 }
 
 fn agent(metrics_port: u16, log: &Path) -> Result<Guard> {
+    agent_with(metrics_port, log, &[])
+}
+
+fn agent_with(metrics_port: u16, log: &Path, extra: &[&std::ffi::OsStr]) -> Result<Guard> {
     let child = Command::new(agent_binary())
         .args(["run", "--exporter", "stdout", "--metrics-addr"])
         .arg(format!("127.0.0.1:{metrics_port}"))
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log)?)
         .spawn()
@@ -333,6 +348,7 @@ fn overhead(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
     if !stats_before.trim().is_empty() {
         let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", stats_before.trim());
     }
+    injection(&dir, port, rounds, secs, figures)?;
     let mean =
         |v: &[WrkResult], f: fn(&WrkResult) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
     let (b_rps, t_rps) = (mean(&base, |r| r.rps), mean(&traced, |r| r.rps));
@@ -394,6 +410,101 @@ fn overhead(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
             target: Some(("<= 1500 ns", per_request <= 1500.0)),
         });
     }
+    Ok(())
+}
+
+/// A cgroup v2 directory for the bench's injected client, removed on drop.
+struct BenchCgroup(PathBuf);
+
+impl Drop for BenchCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+fn bench_cgroup() -> Result<BenchCgroup> {
+    let mounts = std::fs::read_to_string("/proc/mounts")?;
+    let root = mounts
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_d, dir, fs) = (f.next()?, f.next()?, f.next()?);
+            (fs == "cgroup2").then(|| PathBuf::from(dir))
+        })
+        .context("no cgroup2 mount: injection needs cgroup v2")?;
+    let dir = root.join(format!("tracewire-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(BenchCgroup(dir))
+}
+
+/// What trace-context injection adds: wrk in an `--inject-cgroup` cgroup (every request gets a
+/// traceparent written by sk_msg, through the sockmap path) against wrk outside it, both with
+/// the agent tracing. One connection for latency, 32 for throughput.
+fn injection(
+    dir: &Path,
+    port: u16,
+    rounds: usize,
+    secs: u64,
+    figures: &mut Vec<Figure>,
+) -> Result<()> {
+    let cgroup = bench_cgroup()?;
+    eprintln!("==> injection: wrk inside vs outside an --inject-cgroup cgroup, agent tracing both");
+    let mut plain = (Vec::new(), Vec::new());
+    let mut injected = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        for inject in [false, true] {
+            let metrics = free_port()?;
+            let mut extra: Vec<&std::ffi::OsStr> = Vec::new();
+            if inject {
+                extra.push("--inject-cgroup".as_ref());
+                extra.push(cgroup.0.as_os_str());
+            }
+            let log = dir.join(format!("agent-inject-{inject}-{round}.log"));
+            let guard = agent_with(metrics, &log, &extra)?;
+            let client = inject.then_some(cgroup.0.as_path());
+            let one = wrk_in(port, secs, 1, client)?;
+            let many = wrk_in(port, secs, 32, client)?;
+            drop(guard);
+            eprintln!(
+                "    round {round}: {}  1 conn p50 {:.0} us p99 {:.0} us | 32 conns {:.0} req/s",
+                if inject { "injected" } else { "plain   " },
+                one.p50_us,
+                one.p99_us,
+                many.rps
+            );
+            let slot = if inject { &mut injected } else { &mut plain };
+            slot.0.push(one);
+            slot.1.push(many);
+        }
+    }
+    let mean =
+        |v: &[WrkResult], f: fn(&WrkResult) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
+    let (p50_plain, p50_inj) = (
+        mean(&plain.0, |r| r.p50_us),
+        mean(&injected.0, |r| r.p50_us),
+    );
+    figures.push(Figure {
+        name: "injection: request latency p50, one connection".into(),
+        value: p50_inj,
+        unit: "us",
+        baseline: Some(p50_plain),
+        ratio: Some(p50_inj / p50_plain),
+        target: None,
+    });
+    figures.push(Figure::plain(
+        "injection: latency added per request (p50 difference)",
+        p50_inj - p50_plain,
+        "us",
+    ));
+    let (rps_plain, rps_inj) = (mean(&plain.1, |r| r.rps), mean(&injected.1, |r| r.rps));
+    figures.push(Figure {
+        name: "injection: saturation throughput, 32 connections".into(),
+        value: rps_inj,
+        unit: "req/s",
+        baseline: Some(rps_plain),
+        ratio: Some(rps_inj / rps_plain),
+        target: None,
+    });
     Ok(())
 }
 
