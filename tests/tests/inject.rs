@@ -24,6 +24,35 @@ fn inject_selection(cgroup: &CgroupGuard) -> Selection {
     }
 }
 
+/// Moves `pids` into `cgroup`, then starts an agent that traces and injects there.
+fn inject_agent(
+    receiver: &OtlpReceiver,
+    cgroup: &CgroupGuard,
+    pids: &[u32],
+    dir: &TempDir,
+) -> Result<AgentGuard> {
+    for pid in pids {
+        cgroup.add(*pid)?;
+    }
+    AgentGuard::start_selecting(
+        Export::Otlp(receiver),
+        &inject_selection(cgroup),
+        dir.path(),
+    )
+}
+
+/// One request first: the agent learns each process's threading from its first connection, and
+/// until then gives its calls no parent.
+fn warm_up(port: u16, path: &str) -> Result<()> {
+    let warm = tracewire_tests::net::http_get(
+        tracewire_tests::net::loopback(port),
+        path,
+        std::time::Duration::from_secs(20),
+    )?;
+    ensure!(warm.status == 200, "warm-up request: {}", warm.status);
+    Ok(())
+}
+
 fn by_case(cases: Vec<IntegrityCase>) -> BTreeMap<String, IntegrityCase> {
     cases.into_iter().map(|c| (c.case.clone(), c)).collect()
 }
@@ -182,6 +211,24 @@ fn nothing_is_injected_outside_the_selected_cgroup() -> Result<()> {
         "outcome=\"injected\"",
     );
     ensure!(injected == Some(0.0), "injections counted: {injected:?}");
+
+    // The injection programs were there, and leave with the agent (sock_ops link, sk_msg).
+    let mark = agent.programs_mark()?;
+    let loaded: Vec<String> = tracewire_tests::bpf::agent_programs_since(mark)?
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    for wanted in ["tw_sockops", "tw_inject", "tw_data_ctx"] {
+        ensure!(
+            loaded.iter().any(|name| name == wanted),
+            "{wanted} is not loaded while injecting: {loaded:?}"
+        );
+    }
+    ensure!(
+        agent.stop()?.code() == Some(0),
+        "the agent did not exit cleanly"
+    );
+    tracewire_tests::bpf::wait_until_agent_programs_gone(mark, std::time::Duration::from_secs(3))?;
     Ok(())
 }
 
@@ -219,22 +266,9 @@ fn one_trace_across_python_java_and_go_at_50_concurrent() -> Result<()> {
     let go = Runtime::Go.start_server(&dir, "tw-go")?;
     let java = Runtime::Java.start_proxy(&dir, "tw-java", &go.url("/leaf"))?;
     let python = peers::python_front_server(&dir, "tw-python", java.port)?;
-    for pid in [go.serving.pid, java.serving.pid, python.serving.pid] {
-        cgroup.add(pid)?;
-    }
-    let _agent = AgentGuard::start_selecting(
-        Export::Otlp(&receiver),
-        &inject_selection(&cgroup),
-        dir.path(),
-    )?;
-
-    // One request first: the agent learns each process's threading from its first connection.
-    let warm = tracewire_tests::net::http_get(
-        tracewire_tests::net::loopback(python.port),
-        "/front/warm",
-        std::time::Duration::from_secs(20),
-    )?;
-    ensure!(warm.status == 200, "warm-up request: {}", warm.status);
+    let pids = [go.serving.pid, java.serving.pid, python.serving.pid];
+    let _agent = inject_agent(&receiver, &cgroup, &pids, &dir)?;
+    warm_up(python.port, "/front/warm")?;
     peers::python_load(&dir, &python.url("/front"), REQUESTS)?;
 
     let mut correct = 0;
@@ -329,15 +363,13 @@ fn node_proxy_links_when_it_can_and_never_to_the_wrong_request() -> Result<()> {
     let receiver = OtlpReceiver::start(OtlpProtocol::Grpc)?;
     let backend = peers::python_http_server(&dir, "tw-backend")?;
     let node = Runtime::Node.start_proxy(&dir, "tw-node", &backend.url("/back"))?;
-    for pid in [backend.serving.pid, node.serving.pid] {
-        cgroup.add(pid)?;
-    }
-    let _agent = AgentGuard::start_selecting(
-        Export::Otlp(&receiver),
-        &inject_selection(&cgroup),
-        dir.path(),
+    let _agent = inject_agent(
+        &receiver,
+        &cgroup,
+        &[backend.serving.pid, node.serving.pid],
+        &dir,
     )?;
-    peers::python_load(&dir, &node.url("/front/warm"), 1)?;
+    warm_up(node.port, "/front/warm")?;
     // Sequential: one request in flight at a time, so every call is linked.
     for i in 0..5 {
         peers::python_load(&dir, &node.url(&format!("/seq{i}")), 1)?;
@@ -403,20 +435,13 @@ fn spans_of_the_opentelemetry_sdk_and_ours_form_one_trace() -> Result<()> {
     // Outside the cgroup: the SDK instruments it, not the agent.
     let sdk = peers::otel_sdk_service(&dir, &receiver.endpoint(), &leaf.url("/leaf"))?;
     let front = peers::python_front_server(&dir, "tw-front", sdk.port)?;
-    for pid in [leaf.serving.pid, front.serving.pid] {
-        cgroup.add(pid)?;
-    }
-    let _agent = AgentGuard::start_selecting(
-        Export::Otlp(&receiver),
-        &inject_selection(&cgroup),
-        dir.path(),
+    let _agent = inject_agent(
+        &receiver,
+        &cgroup,
+        &[leaf.serving.pid, front.serving.pid],
+        &dir,
     )?;
-    let warm = tracewire_tests::net::http_get(
-        tracewire_tests::net::loopback(front.port),
-        "/front/warm",
-        std::time::Duration::from_secs(20),
-    )?;
-    ensure!(warm.status == 200, "warm-up request: {}", warm.status);
+    warm_up(front.port, "/front/warm")?;
     peers::python_load(&dir, &front.url("/front"), REQUESTS)?;
 
     let mut wrong = Vec::new();

@@ -290,11 +290,7 @@ impl Capture {
             .injection_active
             .store(injection.is_some(), std::sync::atomic::Ordering::Relaxed);
         for (name, category, tracepoints) in ATTACHMENTS {
-            let program: &mut TracePoint = ebpf
-                .program_mut(name)
-                .ok_or(CaptureError::MissingProgram { name })?
-                .try_into()
-                .map_err(|source| CaptureError::Program { name, source })?;
+            let program: &mut TracePoint = program(&mut ebpf, name)?;
             program
                 .load()
                 .map_err(|source| CaptureError::Program { name, source })?;
@@ -454,6 +450,17 @@ fn load_object(cfg: &CaptureConfig) -> Result<(Ebpf, ProbeConfig, u32, u32), Cap
     Ok((ebpf, probe_config, ring_bytes, max_conns))
 }
 
+/// The program `name` of the object, as its type `T`.
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, CaptureError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(CaptureError::MissingProgram { name })?
+        .try_into()
+        .map_err(|source| CaptureError::Program { name, source })
+}
+
 /// Detaches and unloads whatever of injection was loaded (after a failed start).
 fn unload_injection(ebpf: &mut Ebpf) {
     if let Some(Ok(p)) = ebpf.program_mut("tw_sockops").map(<&mut SockOps>::try_from) {
@@ -487,13 +494,7 @@ pub fn check_injection(cfg: &CaptureConfig) -> Result<String, CaptureError> {
 
 /// Loads (does not attach) the injection programs; returns the context stage's fd.
 fn load_injection(ebpf: &mut Ebpf) -> Result<aya::programs::ProgramFd, CaptureError> {
-    let stage: &mut TracePoint = ebpf
-        .program_mut("tw_data_ctx")
-        .ok_or(CaptureError::MissingProgram {
-            name: "tw_data_ctx",
-        })?
-        .try_into()
-        .map_err(inject_err("tw_data_ctx"))?;
+    let stage: &mut TracePoint = program(ebpf, "tw_data_ctx")?;
     stage.load().map_err(inject_err("loading tw_data_ctx"))?;
     let stage_fd = stage
         .fd()
@@ -503,19 +504,11 @@ fn load_injection(ebpf: &mut Ebpf) -> Result<aya::programs::ProgramFd, CaptureEr
             what: "tw_data_ctx".into(),
             source: aya::programs::ProgramError::IOError(e),
         })?;
-    let sk_msg: &mut SkMsg = ebpf
-        .program_mut("tw_inject")
-        .ok_or(CaptureError::MissingProgram { name: "tw_inject" })?
-        .try_into()
-        .map_err(inject_err("tw_inject"))?;
+    let sk_msg: &mut SkMsg = program(ebpf, "tw_inject")?;
     sk_msg
         .load()
         .map_err(inject_err("loading tw_inject (sk_msg)"))?;
-    let sock_ops: &mut SockOps = ebpf
-        .program_mut("tw_sockops")
-        .ok_or(CaptureError::MissingProgram { name: "tw_sockops" })?
-        .try_into()
-        .map_err(inject_err("tw_sockops"))?;
+    let sock_ops: &mut SockOps = program(ebpf, "tw_sockops")?;
     sock_ops
         .load()
         .map_err(inject_err("loading tw_sockops (sock_ops)"))?;
@@ -540,19 +533,11 @@ fn start_injection(
         name: "CLIENT_SOCKS",
         source,
     })?;
-    let sk_msg: &mut SkMsg = ebpf
-        .program_mut("tw_inject")
-        .ok_or(CaptureError::MissingProgram { name: "tw_inject" })?
-        .try_into()
-        .map_err(inject_err("tw_inject"))?;
+    let sk_msg: &mut SkMsg = program(ebpf, "tw_inject")?;
     sk_msg
         .attach(socks.fd())
         .map_err(inject_err("attaching tw_inject to the client socket map"))?;
-    let sock_ops: &mut SockOps = ebpf
-        .program_mut("tw_sockops")
-        .ok_or(CaptureError::MissingProgram { name: "tw_sockops" })?
-        .try_into()
-        .map_err(inject_err("tw_sockops"))?;
+    let sock_ops: &mut SockOps = program(ebpf, "tw_sockops")?;
     for dir in dirs {
         let cgroup = std::fs::File::open(dir).map_err(|source| CaptureError::Cgroup {
             path: dir.display().to_string(),
