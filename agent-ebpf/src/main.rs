@@ -3,21 +3,14 @@
 //!
 //! Only stable syscall tracepoints (kernel >= 4.7) and helpers available to tracepoint programs
 //! since 5.8 (ring buffer) are used: no kprobes, no fentry, so this runs under lockdown.
+//!
+//! This is the tracing object. `main_inject.rs` builds the same programs plus `sockmap`
+//! (trace-context injection), whose socket map needs CAP_NET_ADMIN to be created.
 #![no_std]
 #![no_main]
 
 mod inject;
 mod maps;
+mod rt;
 mod sock;
 mod syscalls;
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-// bpf_probe_read_{user,kernel} are GPL-only helpers.
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

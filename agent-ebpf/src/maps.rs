@@ -5,7 +5,7 @@ use agent_common::{
 };
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf, SockHash},
+    maps::{HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 
 /// Written by user space before load (aya `set_global`); all zero means "trace everything,
@@ -162,21 +162,6 @@ pub static SERVER_CTX: LruHashMap<u64, ServerCtx> = LruHashMap::with_max_entries
 /// exit tracepoint moves it into the data record.
 #[map]
 pub static INJECTED: LruHashMap<u64, TraceCtx> = LruHashMap::with_max_entries(4096, 0);
-
-/// Key of the client sockets sock_ops adds to [`CLIENT_SOCKS`].
-#[repr(C)]
-pub struct SockKey {
-    pub family: u32,
-    pub local_port: u32,
-    pub remote_port: u32,
-    pub local_ip: [u32; 4],
-    pub remote_ip: [u32; 4],
-}
-
-/// Client TCP sockets made in the injection cgroups; the sk_msg program runs on their writes.
-/// The kernel removes a socket when it closes.
-#[map]
-pub static CLIENT_SOCKS: SockHash<SockKey> = SockHash::with_max_entries(65536, 0);
 
 /// Slot 0: the context stage of the data exit (`tw_data_ctx`), loaded only with injection.
 #[map]

@@ -9,7 +9,8 @@ use std::os::unix::fs::PermissionsExt;
 use anyhow::{Context as _, Result, ensure};
 use tracewire_tests::peers::{self, require_tool};
 use tracewire_tests::{
-    AgentGuard, Export, OtlpProtocol, OtlpReceiver, Selection, SpanQuery, TempDir, agent_binary,
+    AgentGuard, CgroupGuard, Export, OtlpProtocol, OtlpReceiver, Selection, SpanQuery, TempDir,
+    agent_binary,
 };
 
 const NOBODY: u32 = 65534;
@@ -17,6 +18,9 @@ const CAPS: &str = "+bpf,+perfmon,+dac_read_search";
 
 #[test]
 fn traces_as_nobody_with_bpf_perfmon_and_dac_read_search_only() -> Result<()> {
+    // Injection is asked for too: it needs CAP_NET_ADMIN, so the agent must say so and trace
+    // without it rather than fail.
+    let cgroup = CgroupGuard::create()?;
     let dir = TempDir::new("least-privilege")?;
     let setpriv = require_tool("setpriv")?;
     // The agent binary may live where `nobody` cannot reach: run a copy from the test dir.
@@ -29,6 +33,7 @@ fn traces_as_nobody_with_bpf_perfmon_and_dac_read_search_only() -> Result<()> {
     let python = peers::python_http_server(&dir, "tw-python")?;
     let selection = Selection {
         ports: vec![python.port],
+        inject_cgroups: vec![cgroup.path().to_path_buf()],
         launcher: vec![
             setpriv.into_os_string(),
             format!("--reuid={NOBODY}").into(),
@@ -57,6 +62,17 @@ fn traces_as_nobody_with_bpf_perfmon_and_dac_read_search_only() -> Result<()> {
         "service.name of the server span is not python's OTEL_SERVICE_NAME: {server}"
     );
     receiver.wait_for(&SpanQuery::client(run.process.pid, "/ok.html"))?;
+    let active =
+        tracewire_tests::metrics::value(&agent.metrics()?, "tracewire_injection_active", "");
+    ensure!(
+        active == Some(0.0),
+        "injection without CAP_NET_ADMIN: tracewire_injection_active is {active:?}"
+    );
+    ensure!(
+        agent.logs().contains("WITHOUT trace-context injection"),
+        "the agent did not say that injection is off:\n{}",
+        agent.logs()
+    );
     let stopped = agent.stop()?;
     ensure!(
         stopped.success(),

@@ -92,6 +92,10 @@ fn capabilities() -> Result<String, String> {
     if !has(CAP_DAC_READ_SEARCH) {
         notes.push("no CAP_DAC_READ_SEARCH: tracefs must be readable some other way");
     }
+    const CAP_NET_ADMIN: u32 = 12;
+    if !(has(CAP_SYS_ADMIN) || has(CAP_NET_ADMIN)) {
+        notes.push("no CAP_NET_ADMIN: --inject-cgroup (trace-context injection) cannot attach");
+    }
     if !has(CAP_SYS_PTRACE) {
         notes.push(
             "no CAP_SYS_PTRACE: other users' /proc/PID/exe is unreadable, \

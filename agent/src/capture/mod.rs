@@ -30,8 +30,11 @@ pub use event::{CaptureEvent, ConnKey};
 
 use crate::telemetry::{Drop, TELEMETRY};
 
-/// The compiled kernel programs, built by build.rs.
+/// The compiled kernel programs, built by build.rs: tracing only, and tracing plus injection
+/// (whose socket map needs CAP_NET_ADMIN, so the tracing-only agent does not load it).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
+static EBPF_INJECT_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf-inject"));
 
 pub const TRACEFS: &str = "/sys/kernel/tracing";
 
@@ -267,9 +270,23 @@ fn raise_memlock() {
 impl Capture {
     /// Loads the kernel programs, attaches every tracepoint and fills the selection maps.
     pub fn start(cfg: &CaptureConfig) -> Result<Self, CaptureError> {
-        let (mut ebpf, probe_config, ring_bytes, max_conns) = load_object(cfg)?;
+        let inject = !cfg.inject_cgroups.is_empty();
+        let (mut ebpf, probe_config, ring_bytes, max_conns, inject) = match load_object(cfg, inject)
+        {
+            Ok((ebpf, probe, ring, conns)) => (ebpf, probe, ring, conns, inject),
+            Err(err) if inject => {
+                tracing::error!(
+                    "{}; tracing continues WITHOUT trace-context injection (it needs \
+                     CAP_NET_ADMIN besides the tracing capabilities)",
+                    check::chain(&err)
+                );
+                let (ebpf, probe, ring, conns) = load_object(cfg, false)?;
+                (ebpf, probe, ring, conns, false)
+            }
+            Err(err) => return Err(err),
+        };
         fill_selection(&mut ebpf, cfg)?;
-        let injection = if cfg.inject_cgroups.is_empty() {
+        let injection = if !inject {
             None
         } else {
             match start_injection(&mut ebpf, &cfg.inject_cgroups) {
@@ -412,8 +429,12 @@ fn publish_kernel_counters(ebpf: &Ebpf) {
     TELEMETRY.set_kernel_counters(&totals);
 }
 
-/// Loads the kernel object with the run-time configuration: the programs are not loaded yet.
-fn load_object(cfg: &CaptureConfig) -> Result<(Ebpf, ProbeConfig, u32, u32), CaptureError> {
+/// Loads the kernel object (with injection or not) with the run-time configuration: the
+/// programs are not loaded yet.
+fn load_object(
+    cfg: &CaptureConfig,
+    inject: bool,
+) -> Result<(Ebpf, ProbeConfig, u32, u32), CaptureError> {
     ensure_tracefs()?;
     raise_memlock();
     let offsets = offsets::resolve(offsets::VMLINUX_BTF)?;
@@ -435,7 +456,7 @@ fn load_object(cfg: &CaptureConfig) -> Result<(Ebpf, ProbeConfig, u32, u32), Cap
         select,
         wakeup_bytes: ring_bytes / 4,
         offsets,
-        inject: u32::from(!cfg.inject_cgroups.is_empty()),
+        inject: u32::from(inject),
         parent_based: u32::from(parent_based),
         root_sample_bound,
     };
@@ -445,7 +466,11 @@ fn load_object(cfg: &CaptureConfig) -> Result<(Ebpf, ProbeConfig, u32, u32), Cap
         .map_max_entries("EVENTS", ring_bytes)
         .map_max_entries("SOCKETS", max_conns)
         .map_max_entries("IGNORED", max_conns)
-        .load(EBPF_OBJECT)
+        .load(if inject {
+            EBPF_INJECT_OBJECT
+        } else {
+            EBPF_OBJECT
+        })
         .map_err(|source| CaptureError::Load { source })?;
     Ok((ebpf, probe_config, ring_bytes, max_conns))
 }
@@ -485,9 +510,7 @@ fn inject_err(what: &str) -> impl FnOnce(aya::programs::ProgramError) -> Capture
 /// `tracewire check`: do the injection programs (sock_ops, sk_msg, the context stage) load on
 /// this kernel? Nothing is attached.
 pub fn check_injection(cfg: &CaptureConfig) -> Result<String, CaptureError> {
-    let mut cfg = cfg.clone();
-    cfg.inject_cgroups = vec![std::path::PathBuf::from("/")];
-    let (mut ebpf, ..) = load_object(&cfg)?;
+    let (mut ebpf, ..) = load_object(cfg, true)?;
     load_injection(&mut ebpf)?;
     Ok("sock_ops, sk_msg and the context stage load: --inject-cgroup works".into())
 }
