@@ -51,6 +51,17 @@ impl CgroupGuard {
         })
     }
 
+    /// A cgroup below this one, removed when its guard drops: declare it after its parent.
+    pub fn child(&self, name: &str) -> Result<Self> {
+        let path = self.path.join(name);
+        std::fs::create_dir(&path)
+            .with_context(|| format!("creating cgroup {}", path.display()))?;
+        Ok(Self {
+            path,
+            removed: false,
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

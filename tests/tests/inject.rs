@@ -255,8 +255,9 @@ fn encloses(outer: &SpanRecord, inner: &SpanRecord) -> bool {
 }
 
 /// curl-like load → Python (ThreadingHTTPServer + urllib) → Java (HttpServer thread pool +
-/// HttpURLConnection) → Go net/http, all in the injection cgroup, 50 requests at once: every
-/// request is one trace with the full tree, exactly.
+/// HttpURLConnection) → Go net/http, all in the injection cgroup (Java in a child cgroup made
+/// after the agent started), 50 requests at once: every request is one trace with the full
+/// tree, exactly.
 #[test]
 fn one_trace_across_python_java_and_go_at_50_concurrent() -> Result<()> {
     const REQUESTS: usize = 50;
@@ -266,8 +267,17 @@ fn one_trace_across_python_java_and_go_at_50_concurrent() -> Result<()> {
     let go = Runtime::Go.start_server(&dir, "tw-go")?;
     let java = Runtime::Java.start_proxy(&dir, "tw-java", &go.url("/leaf"))?;
     let python = peers::python_front_server(&dir, "tw-python", java.port)?;
-    let pids = [go.serving.pid, java.serving.pid, python.serving.pid];
-    let _agent = inject_agent(&receiver, &cgroup, &pids, &dir)?;
+    let _agent = inject_agent(
+        &receiver,
+        &cgroup,
+        &[go.serving.pid, python.serving.pid],
+        &dir,
+    )?;
+    // Java goes into a cgroup made below the selected one after the agent started (as a new
+    // pod's would be): the agent picks it up within a second, for tracing and injection.
+    let late = cgroup.child("late")?;
+    late.add(java.serving.pid)?;
+    std::thread::sleep(std::time::Duration::from_millis(1500));
     warm_up(python.port, "/front/warm")?;
     peers::python_load(&dir, &python.url("/front"), REQUESTS)?;
 

@@ -183,6 +183,8 @@ pub struct Capture {
     drain_interval: Duration,
     pids: Vec<u32>,
     exes: select::ExeSelector,
+    /// `--cgroup` directories, rescanned every second for cgroups made below them since.
+    cgroups: Vec<std::path::PathBuf>,
     injection: Option<Injection>,
 }
 
@@ -191,6 +193,8 @@ struct Injection {
     modes: ModeMarker,
     /// The client-socket map sk_msg is attached to: kept open for the agent's life.
     socks: SockHash<MapData, [u32; 11]>,
+    /// The `--inject-cgroup` directories, rescanned for new child cgroups every second.
+    dirs: Vec<std::path::PathBuf>,
 }
 
 /// Tells the kernel how each process maps requests to threads (per thread, or per process for
@@ -341,6 +345,7 @@ impl Capture {
             drain_interval: cfg.drain_interval,
             pids: cfg.pids.clone(),
             exes: cfg.exes.clone(),
+            cgroups: cfg.cgroups.clone(),
             injection,
         })
     }
@@ -358,11 +363,12 @@ impl Capture {
             drain_interval,
             pids,
             exes,
+            cgroups,
             injection,
         } = self;
-        let (mut modes, client_socks) = match injection {
-            Some(Injection { modes, socks }) => (Some(modes), Some(socks)),
-            None => (None, None),
+        let (mut modes, client_socks, inject_dirs) = match injection {
+            Some(Injection { modes, socks, dirs }) => (Some(modes), Some(socks), dirs),
+            None => (None, None, Vec::new()),
         };
         // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long
         // as the RingBuf lives, and the AsyncFd owns the RingBuf.
@@ -387,9 +393,24 @@ impl Capture {
                     if ticks.is_multiple_of(64) {
                         publish_kernel_counters(&ebpf);
                     }
-                    if !exes.is_empty() && last_rescan.elapsed() >= Duration::from_secs(1) {
+                    if last_rescan.elapsed() >= Duration::from_secs(1) {
                         last_rescan = std::time::Instant::now();
-                        sync_exe_pids(&mut ebpf, &pids, &exes);
+                        if !exes.is_empty() {
+                            sync_exe_pids(&mut ebpf, &pids, &exes);
+                        }
+                        // New cgroups below the selected ones (a pod started after the
+                        // agent): selected, and in injection scope. The sock_ops attachment
+                        // covers them by itself; the kernel's request contexts need their ids.
+                        if !cgroups.is_empty()
+                            && let Err(err) = fill_cgroup_ids(&mut ebpf, "SELECT_CGROUPS", &cgroups)
+                        {
+                            tracing::debug!(%err, "rescanning the selected cgroups");
+                        }
+                        if !inject_dirs.is_empty()
+                            && let Err(err) = fill_cgroup_ids(&mut ebpf, "INJECT_CGROUPS", &inject_dirs)
+                        {
+                            tracing::debug!(%err, "rescanning the injection cgroups");
+                        }
                     }
                     more
                 }
@@ -573,25 +594,7 @@ fn start_injection(
                 dir.display()
             )))?;
     }
-    {
-        let mut ids = BpfHashMap::<_, u64, u8>::try_from(ebpf.map_mut("INJECT_CGROUPS").ok_or(
-            CaptureError::MissingMap {
-                name: "INJECT_CGROUPS",
-            },
-        )?)
-        .map_err(|source| CaptureError::Map {
-            name: "INJECT_CGROUPS",
-            source,
-        })?;
-        for dir in dirs {
-            for id in cgroup_ids(dir)? {
-                ids.insert(id, 1, 0).map_err(|source| CaptureError::Map {
-                    name: "INJECT_CGROUPS",
-                    source,
-                })?;
-            }
-        }
-    }
+    fill_cgroup_ids(ebpf, "INJECT_CGROUPS", dirs)?;
     let mut stages = ProgramArray::try_from(
         ebpf.map_mut("STAGES")
             .ok_or(CaptureError::MissingMap { name: "STAGES" })?,
@@ -621,7 +624,28 @@ fn start_injection(
             seen: std::collections::HashSet::new(),
         },
         socks,
+        dirs: dirs.to_vec(),
     })
+}
+
+/// Puts the ids of `dirs` and of every cgroup below them into the cgroup-id map `name`.
+fn fill_cgroup_ids(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    dirs: &[std::path::PathBuf],
+) -> Result<(), CaptureError> {
+    let map = ebpf
+        .map_mut(name)
+        .ok_or(CaptureError::MissingMap { name })?;
+    let mut ids = BpfHashMap::<_, u64, u8>::try_from(map)
+        .map_err(|source| CaptureError::Map { name, source })?;
+    for dir in dirs {
+        for id in cgroup_ids(dir)? {
+            ids.insert(id, 1, 0)
+                .map_err(|source| CaptureError::Map { name, source })?;
+        }
+    }
+    Ok(())
 }
 
 /// Makes the kernel's pid selection the `--pid` list plus the processes `--exe` matches now.
@@ -755,22 +779,11 @@ fn fill_selection(ebpf: &mut Ebpf, cfg: &CaptureConfig) -> Result<(), CaptureErr
                 })?;
         }
     }
-    let mut cgroups = map::<u64, u8>(ebpf, "SELECT_CGROUPS")?;
-    for dir in &cfg.cgroups {
-        for id in cgroup_ids(dir)? {
-            cgroups
-                .insert(id, 1, 0)
-                .map_err(|source| CaptureError::Map {
-                    name: "SELECT_CGROUPS",
-                    source,
-                })?;
-        }
-    }
-    Ok(())
+    fill_cgroup_ids(ebpf, "SELECT_CGROUPS", &cfg.cgroups)
 }
 
 /// A cgroup v2 id is its directory's inode number; a selected cgroup includes its descendants
-/// that exist when the agent starts.
+/// (rescanned every second).
 fn cgroup_ids(dir: &Path) -> Result<Vec<u64>, CaptureError> {
     use std::os::unix::fs::MetadataExt;
     let err = |source| CaptureError::Cgroup {
