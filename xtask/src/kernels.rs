@@ -55,6 +55,8 @@ pub struct Options {
     pub timeout: Duration,
     /// Seconds all boots together may take.
     pub budget: Duration,
+    /// Rewrite the README's kernel table from this run.
+    pub update_readme: bool,
 }
 
 impl Default for Options {
@@ -64,6 +66,7 @@ impl Default for Options {
             only: Vec::new(),
             timeout: Duration::from_secs(60),
             budget: Duration::from_secs(600),
+            update_readme: false,
         }
     }
 }
@@ -78,6 +81,8 @@ struct Outcome {
     /// Trace-context injection in the guest: a client in the injection cgroup sent a
     /// traceparent, one outside did not.
     inject: String,
+    /// `tracewire check` rows in the guest: feature name and whether it is available.
+    features: Vec<(String, bool)>,
     failure: Option<String>,
 }
 
@@ -109,6 +114,7 @@ pub fn kernels(opts: &Options) -> Result<()> {
             check: "-".into(),
             spans: "-".into(),
             inject: "-".into(),
+            features: Vec::new(),
             failure: None,
         };
         match kernel(&mut apt, &dir, line) {
@@ -128,7 +134,106 @@ pub fn kernels(opts: &Options) -> Result<()> {
         }
         outcomes.push(outcome);
     }
+    let matrix = matrix_table(&outcomes, &host_features());
+    let path = dir.join("matrix.md");
+    fs::write(&path, &matrix).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("==> kernel × feature table written to {}", path.display());
+    if opts.update_readme && outcomes.iter().all(|o| o.failure.is_none()) {
+        let readme = workspace_root().join("README.md");
+        let text = fs::read_to_string(&readme)?;
+        fs::write(
+            &readme,
+            replace_between(&text, MATRIX_BEGIN, MATRIX_END, &matrix)?,
+        )?;
+        eprintln!("==> README's kernel table updated from this run");
+    }
     report(&outcomes, started.elapsed())
+}
+
+const MATRIX_BEGIN: &str = "<!-- kernel-matrix:begin (cargo xtask kernels --update-readme) -->";
+const MATRIX_END: &str = "<!-- kernel-matrix:end -->";
+
+/// `tracewire check` rows: `ok  `/`no  `/`FAIL`, a 20-column name, the detail.
+fn check_features(check: &str) -> Vec<(String, bool)> {
+    check
+        .lines()
+        .filter_map(|line| {
+            let (mark, rest) = (line.get(..4)?, line.get(5..)?);
+            let ok = match mark {
+                "ok  " => true,
+                "no  " | "FAIL" => false,
+                _ => return None,
+            };
+            let name = rest.get(..20).unwrap_or(rest).trim();
+            (!name.is_empty()).then(|| (name.to_string(), ok))
+        })
+        .collect()
+}
+
+/// `tracewire check` on this host (root): the row of the host kernel.
+fn host_features() -> Option<(String, Vec<(String, bool)>)> {
+    let out = Command::new(agent_binary()).arg("check").output().ok()?;
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    Some((
+        release.trim().to_string(),
+        check_features(&String::from_utf8_lossy(&out.stdout)),
+    ))
+}
+
+/// The kernel × feature × path table: which path each feature takes on each kernel, and what
+/// the kernel offers that no feature uses yet.
+fn matrix_table(outcomes: &[Outcome], host: &Option<(String, Vec<(String, bool)>)>) -> String {
+    let has = |features: &[(String, bool)], name: &str| {
+        features
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or("?", |(_, ok)| if *ok { "yes" } else { "no" })
+    };
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "| kernel | tracing: syscall tracepoints + ring buffer | injection: sock_ops + sk_msg | \
+         e2e in the guest | kprobes / fentry (no feature uses them yet) | boot + test |"
+    );
+    let _ = writeln!(t, "|---|---|---|---|---|---|");
+    for o in outcomes {
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {}; {} | {} / {} | {:.0} s |",
+            o.version,
+            has(&o.features, "agent programs"),
+            has(&o.features, "injection"),
+            o.spans.split(" (").next().unwrap_or_default(),
+            o.inject,
+            has(&o.features, "kprobes"),
+            has(&o.features, "fentry/fexit"),
+            o.seconds
+        );
+    }
+    if let Some((release, features)) = host {
+        let _ = writeln!(
+            t,
+            "| {release} (the CI host, lockdown) | {} | {} | every end-to-end test | {} / {} | - |",
+            has(features, "agent programs"),
+            has(features, "injection"),
+            has(features, "kprobes"),
+            has(features, "fentry/fexit"),
+        );
+    }
+    t
+}
+
+/// `text` with what lies between the `begin` and `end` markers replaced by `body`.
+fn replace_between(text: &str, begin: &str, end: &str, body: &str) -> Result<String> {
+    let start = text
+        .find(begin)
+        .with_context(|| format!("no {begin} marker"))?
+        + begin.len();
+    let stop = start
+        + text[start..]
+            .find(end)
+            .with_context(|| format!("no {end} marker"))?;
+    Ok(format!("{}\n{}{}", &text[..start], body, &text[stop..]))
 }
 
 fn report(outcomes: &[Outcome], total: Duration) -> Result<()> {
@@ -619,6 +724,7 @@ fn verify(text: &str, outcome: &mut Outcome) -> Result<()> {
     let check = between(text, "==TW-CHECK-BEGIN==", "==TW-CHECK-END==")
         .context("no `tracewire check` output on the console: the guest did not reach /init")?;
     let check_ok = check.lines().last().is_some_and(|l| l.contains(CHECK_OK));
+    outcome.features = check_features(check);
     outcome.check = if check_ok { "can run" } else { "CANNOT run" }.into();
     let spans = between(text, "==TW-SPANS-BEGIN==", "==TW-SPANS-END==")
         .context("no span output on the console: /init did not finish")?;
@@ -748,6 +854,7 @@ mod tests {
             check: String::new(),
             spans: String::new(),
             inject: String::new(),
+            features: Vec::new(),
             failure: None,
         }
     }
@@ -782,6 +889,33 @@ mod tests {
             "OUT\nGET /out HTTP/1.1\r\ntraceparent: 00-x\r\n",
         );
         assert!(verify(&leaked, &mut outcome()).is_err());
+    }
+
+    #[test]
+    fn check_rows_become_features_and_the_readme_table_is_replaced() {
+        let check = "ok   kprobes              /sys/bus/event_source/devices/kprobe/type present\n\
+            no   fentry/fexit         probe failed\n\
+            ok   injection            sock_ops, sk_msg and the context stage load\n\
+            tracewire can run on this host";
+        let features = check_features(check);
+        assert_eq!(
+            features,
+            vec![
+                ("kprobes".to_string(), true),
+                ("fentry/fexit".to_string(), false),
+                ("injection".to_string(), true)
+            ]
+        );
+        let mut o = outcome();
+        o.version = "5.10".into();
+        o.features = features;
+        let table = matrix_table(&[o], &None);
+        assert!(table.contains("| 5.10 | ? | yes |"), "{table}");
+        assert!(table.contains("| yes / no |"), "{table}");
+        let readme = format!("a\n{MATRIX_BEGIN}\nold\n{MATRIX_END}\nb\n");
+        let new = replace_between(&readme, MATRIX_BEGIN, MATRIX_END, "new\n").expect("markers");
+        assert_eq!(new, format!("a\n{MATRIX_BEGIN}\nnew\n{MATRIX_END}\nb\n"));
+        assert!(replace_between("none", MATRIX_BEGIN, MATRIX_END, "x").is_err());
     }
 
     #[test]

@@ -60,6 +60,9 @@ enum Task {
         /// Seconds all boots together may take.
         #[arg(long, default_value_t = 600)]
         budget_secs: u64,
+        /// Rewrite the README's kernel × feature table from this run (when every kernel passed).
+        #[arg(long)]
+        update_readme: bool,
     },
     /// Set up with every test peer, build once, run unit tests, bounded fuzzing, end-to-end
     /// tests against the real agent, the kernel matrix (5.10, 6.1, 6.12 under qemu), and lints.
@@ -271,6 +274,7 @@ fn main() -> Result<()> {
             only,
             timeout_secs,
             budget_secs,
+            update_readme,
         } => {
             setup::setup(false)?;
             build(true)?;
@@ -278,6 +282,7 @@ fn main() -> Result<()> {
                 only,
                 timeout: std::time::Duration::from_secs(timeout_secs),
                 budget: std::time::Duration::from_secs(budget_secs),
+                update_readme,
             })
         }
         Task::Test { fuzz_secs, no_lint } => test(fuzz_secs, no_lint),
