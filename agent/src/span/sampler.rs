@@ -90,15 +90,7 @@ impl Sampler {
     /// injection): whether a parent's flag is followed, and the bound of the ratio rule for
     /// everything else (u64::MAX: all, 0: none).
     pub fn kernel_rule(&self) -> (bool, u64) {
-        let bound = |ratio: f64| {
-            if ratio >= 1.0 {
-                u64::MAX
-            } else if ratio <= 0.0 {
-                0
-            } else {
-                (ratio * (1u64 << 63) as f64) as u64
-            }
-        };
+        let bound = ratio_bound;
         match *self {
             Sampler::AlwaysOn => (false, u64::MAX),
             Sampler::AlwaysOff => (false, 0),
@@ -110,18 +102,24 @@ impl Sampler {
     }
 }
 
-fn by_ratio(trace_id: &[u8; 16], ratio: f64) -> bool {
+/// The ratio rule's bound: a trace is sampled when its id's last 8 bytes (big endian) shifted
+/// right by one are below it; u64::MAX samples every trace. The kernel applies the same bound
+/// to the traces it starts (`kernel_rule`), so both decide alike.
+fn ratio_bound(ratio: f64) -> u64 {
     if ratio >= 1.0 {
-        return true;
+        u64::MAX
+    } else if ratio <= 0.0 {
+        0
+    } else {
+        (ratio * (1u64 << 63) as f64) as u64
     }
-    if ratio <= 0.0 {
-        return false;
-    }
+}
+
+fn by_ratio(trace_id: &[u8; 16], ratio: f64) -> bool {
+    let bound = ratio_bound(ratio);
     let mut low = [0u8; 8];
     low.copy_from_slice(&trace_id[8..]);
-    let x = u64::from_be_bytes(low) >> 1;
-    let bound = (ratio * (1u64 << 63) as f64) as u64;
-    x < bound
+    bound == u64::MAX || (u64::from_be_bytes(low) >> 1) < bound
 }
 
 #[cfg(test)]
