@@ -37,8 +37,10 @@ const EINPROGRESS: i64 = 115;
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
-/// iovecs copied per readv/writev/sendmsg; the rest of the bytes are reported as a gap.
-const MAX_IOV: u64 = 8;
+/// iovecs copied per readv/writev/sendmsg; the rest of the bytes are reported as a gap. gRPC
+/// (C-core) writes one slice per frame header and payload piece: 20 calls in flight make a
+/// sendmsg of dozens.
+const MAX_IOV: u64 = 64;
 
 /// Direct loads from the tracepoint record: the verifier allows them within the record's size,
 /// and they cost a fraction of a bpf_probe_read_kernel call on a path run for every syscall.

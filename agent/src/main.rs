@@ -9,7 +9,7 @@ use tracewire::{
     export::{BatchConfig, Sink, otlp, stdout::StdoutSink},
     pipeline::{self, Settings},
     reassembly::Limits,
-    span::{http::SpanOptions, sampler::Sampler},
+    span::{http::SpanOptions, rpc::RpcConventions, sampler::Sampler},
 };
 
 /// Zero-code distributed tracing: every HTTP/1.x request on this host becomes an OpenTelemetry
@@ -155,6 +155,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         span: SpanOptions {
             capture_query: args.capture_query,
+            rpc: RpcConventions::from_opt_in(
+                std::env::var("OTEL_SEMCONV_STABILITY_OPT_IN")
+                    .ok()
+                    .as_deref(),
+            ),
         },
         sampler: Sampler::from_env()?,
         batch: BatchConfig::from_env(),

@@ -52,10 +52,13 @@ pub enum Drop {
     /// The kernel's request context disagrees with the request's own `traceparent` (the kernel
     /// did not see the header, e.g. past its scan window): calls it caused start a new trace.
     KernelContextMismatch,
+    /// HTTP/2 header fields that could not be decoded (HPACK state unknown: a connection open
+    /// before the agent started, or a capture gap): the span carries what is known.
+    HeaderFieldsUnknown,
 }
 
 impl Drop {
-    pub const ALL: [Drop; 21] = [
+    pub const ALL: [Drop; 22] = [
         Drop::KernelRingFull,
         Drop::EventQueueFull,
         Drop::MalformedRecord,
@@ -77,6 +80,7 @@ impl Drop {
         Drop::AmbiguousParent,
         Drop::ContextOverflow,
         Drop::KernelContextMismatch,
+        Drop::HeaderFieldsUnknown,
     ];
 
     pub fn label(self) -> &'static str {
@@ -102,6 +106,7 @@ impl Drop {
             Drop::AmbiguousParent => "ambiguous_parent",
             Drop::ContextOverflow => "context_overflow",
             Drop::KernelContextMismatch => "kernel_context_mismatch",
+            Drop::HeaderFieldsUnknown => "header_fields_unknown",
         }
     }
 }

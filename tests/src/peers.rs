@@ -564,3 +564,43 @@ pub fn otel_sdk_service(
     let guard = ChildGuard::spawn("otel-sdk-service", &mut command, dir.path(), Shutdown::Kill)?;
     listening(guard, port, "tw-sdk")
 }
+
+/// `peers/grpc_service.py server`: grpcio serving `tracewire.test.Echo` (from the peer
+/// virtualenv, where `cargo xtask setup --test-peers` installs grpcio).
+pub fn grpcio_server(dir: &TempDir, service_name: &str) -> Result<PeerServer> {
+    let port = free_port()?;
+    let mut command = Command::new(otel_sdk_python()?);
+    command
+        .arg(crate::peers_dir().join("grpc_service.py"))
+        .args(["server", &port.to_string()])
+        .env("OTEL_SERVICE_NAME", service_name)
+        .env("PYTHONUNBUFFERED", "1");
+    let guard = ChildGuard::spawn("grpcio-server", &mut command, dir.path(), Shutdown::Kill)?;
+    listening(guard, port, service_name)
+}
+
+/// `peers/grpc_service.py client`: the test's calls to a grpcio server on `port`, over one
+/// channel; `traceparent` goes in the first call's metadata.
+pub fn grpcio_client(
+    dir: &TempDir,
+    service_name: &str,
+    port: u16,
+    traceparent: &str,
+) -> Result<ClientRun> {
+    let python = otel_sdk_python()?;
+    let mut command = Command::new(&python);
+    command
+        .arg(crate::peers_dir().join("grpc_service.py"))
+        .args(["client", &port.to_string(), traceparent])
+        .env("OTEL_SERVICE_NAME", service_name)
+        .env("PYTHONUNBUFFERED", "1");
+    let finished = run_to_completion("grpcio-client", &mut command, dir.path(), CLIENT_WAIT)?;
+    Ok(ClientRun {
+        process: ProcessIdentity {
+            pid: finished.pid,
+            service_name: service_name.to_string(),
+            executable_name: executable_name(&python)?,
+        },
+        stdout: finished.stdout,
+    })
+}

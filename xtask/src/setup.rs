@@ -191,11 +191,13 @@ fn cargo_fuzz() -> Result<()> {
     )
 }
 
-/// The official OpenTelemetry Python SDK, for the interop tests, in a virtualenv kept at a
-/// stable place (pinned versions; nothing installed system-wide).
-pub const OTEL_SDK_PACKAGES: [&str; 2] = [
+/// The Python peers' packages, in a virtualenv kept at a stable place (pinned versions; nothing
+/// installed system-wide): the official OpenTelemetry Python SDK for the interop tests, and
+/// grpcio for the gRPC tests.
+pub const OTEL_SDK_PACKAGES: [&str; 3] = [
     "opentelemetry-sdk==1.45.2",
     "opentelemetry-exporter-otlp-proto-http==1.45.2",
+    "grpcio==1.76.0",
 ];
 
 pub fn otel_sdk_venv() -> PathBuf {
@@ -212,7 +214,7 @@ fn otel_sdk() -> Result<()> {
     let ready = || {
         output(Command::new(&python).args([
             "-c",
-            "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http",
+            "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http, grpc",
         ]))
         .is_some()
     };
@@ -243,7 +245,7 @@ fn otel_sdk() -> Result<()> {
         Command::new(&python)
             .args(["-m", "pip", "install", "--quiet"])
             .args(OTEL_SDK_PACKAGES),
-        "installing the OpenTelemetry Python SDK (interop tests)",
+        "installing the OpenTelemetry Python SDK and grpcio (interop and gRPC tests)",
         "check that PyPI is reachable",
     )?;
     if !ready() {

@@ -1,2 +1,4 @@
 //! Pure protocol parsers over captured bytes: no I/O, no allocation without a bound, no panics.
+pub mod grpc;
 pub mod http1;
+pub mod http2;

@@ -1,8 +1,10 @@
-//! Reassembly: a bounded table of connections, each turned from captured chunks into HTTP/1
-//! exchanges (a request and its response, with the times that bound them).
+//! Reassembly: a bounded table of connections, each turned from captured chunks into
+//! exchanges (a request and its response, with the times that bound them): HTTP/1 messages in
+//! order, or HTTP/2 streams multiplexed on one connection ([`h2`]).
 //!
 //! Which side is the server is decided by the bytes, not by accept/connect: the direction that
 //! carries requests. That also covers connections opened before the agent started.
+pub mod h2;
 pub mod stream;
 
 use std::{
@@ -19,10 +21,14 @@ use crate::{
         event::{ConnOpen, DataChunk, KernelCtx},
         process::{ProcessCache, ProcessInfo},
     },
-    protocol::http1::{self, BodyKind, RequestHead, ResponseHead},
+    protocol::{
+        http1::{self, BodyKind, RequestHead, ResponseHead},
+        http2,
+    },
     span::context::RequestStart,
     telemetry::{Drop, TELEMETRY},
 };
+use h2::{H2Conn, Http2Exchange};
 use stream::{Chunk, Grammar, MessageStream, Step};
 
 /// Which end of the connection the traced process is.
@@ -61,9 +67,7 @@ pub struct Exchange {
     pub id: u64,
     pub role: Role,
     pub conn: Arc<ConnMeta>,
-    pub request: RequestHead,
-    /// None when the connection closed before a response.
-    pub response: Option<ResponseHead>,
+    pub message: Message,
     /// CLOCK_MONOTONIC: server, the read that brought the first request byte returned;
     /// client, the write of the first request byte was entered.
     pub start_ns: u64,
@@ -71,6 +75,17 @@ pub struct Exchange {
     pub end_ns: u64,
     /// The thread that read (server) or wrote (client) the request.
     pub tid: u32,
+}
+
+/// What was exchanged, per protocol.
+#[derive(Debug, Clone)]
+pub enum Message {
+    Http1 {
+        request: RequestHead,
+        /// None when the connection closed before a response.
+        response: Option<ResponseHead>,
+    },
+    Http2(Box<Http2Exchange>),
 }
 
 /// Bounds of the table.
@@ -83,6 +98,8 @@ pub struct Limits {
     pub buffer_budget: usize,
     /// Requests in flight per connection (pipelining depth).
     pub max_pending: usize,
+    /// HTTP/2 streams in flight per connection.
+    pub max_streams: usize,
     /// Connections without traffic for this long are forgotten.
     pub idle_timeout_ns: u64,
 }
@@ -94,6 +111,7 @@ impl Default for Limits {
             max_head: 16 * 1024,
             buffer_budget: 64 << 20,
             max_pending: 32,
+            max_streams: 256,
             idle_timeout_ns: 300 * 1_000_000_000,
         }
     }
@@ -140,6 +158,8 @@ struct Connection {
     ignored: bool,
     /// The kernel's context from the chunk where the next request head starts (injection).
     kernel_ctx: Option<KernelCtx>,
+    /// Set once the connection is known to speak HTTP/2; the HTTP/1 fields then stay idle.
+    h2: Option<Box<H2Conn>>,
 }
 
 /// Everything the agent knows about live connections.
@@ -188,6 +208,7 @@ impl ConnTable {
             undetected_chunks: 0,
             ignored: false,
             kernel_ctx: None,
+            h2: None,
         }
     }
 
@@ -247,8 +268,12 @@ impl ConnTable {
     /// Ends a connection: a response framed by the close ends now; requests without a
     /// response are counted.
     fn finish(&mut self, mut conn: Connection, out: &mut Vec<Notice>) {
+        self.buffered = self.buffered.saturating_sub(conn.buffered());
+        if let Some(h2) = conn.h2.as_mut() {
+            h2.close(&conn.meta, conn.last_activity_ns, out);
+            return;
+        }
         let (req_buffered, resp_buffered) = (conn.requests.buffered(), conn.responses.buffered());
-        self.buffered = self.buffered.saturating_sub(req_buffered + resp_buffered);
         if req_buffered > 0 {
             TELEMETRY.drop(Drop::IncompleteHead);
         }
@@ -293,13 +318,19 @@ impl ConnTable {
         }
         let budget_left = self.limits.buffer_budget.saturating_sub(self.buffered);
         let max_pending = self.limits.max_pending;
+        let max_streams = self.limits.max_streams;
         let next_id = &mut self.next_id;
         let Some(conn) = self.conns.get_mut(&chunk.key) else {
             return;
         };
-        let before = conn.requests.buffered() + conn.responses.buffered();
-        conn.on_chunk(chunk, budget_left, max_pending, next_id, out);
-        let after = conn.requests.buffered() + conn.responses.buffered();
+        let before = conn.buffered();
+        if budget_left == 0 && conn.h2.is_some() {
+            // HTTP/2 buffers only header blocks in progress; over the budget, lose them.
+            TELEMETRY.drop(Drop::BufferBudget);
+            conn.h2 = Some(Box::new(H2Conn::joined()));
+        }
+        conn.on_chunk(chunk, budget_left, max_pending, max_streams, next_id, out);
+        let after = conn.buffered();
         self.buffered = (self.buffered + after).saturating_sub(before);
     }
 
@@ -341,13 +372,21 @@ impl ConnTable {
 }
 
 impl Connection {
+    fn buffered(&self) -> usize {
+        self.requests.buffered()
+            + self.responses.buffered()
+            + self.h2.as_ref().map_or(0, |h| h.buffered())
+    }
+
     fn exchange(&self, req: PendingRequest, resp: Option<ResponseHead>, end_ns: u64) -> Exchange {
         Exchange {
             id: req.id,
             role: self.role.unwrap_or(Role::Server),
             conn: Arc::clone(&self.meta),
-            request: req.head,
-            response: resp,
+            message: Message::Http1 {
+                request: req.head,
+                response: resp,
+            },
             start_ns: req.start_ns,
             end_ns: end_ns.max(req.start_ns),
             tid: req.tid,
@@ -359,11 +398,35 @@ impl Connection {
         chunk: DataChunk,
         budget_left: usize,
         max_pending: usize,
+        max_streams: usize,
         next_id: &mut u64,
         out: &mut Vec<Notice>,
     ) {
         self.last_activity_ns = chunk.end_ns;
         if self.ignored {
+            return;
+        }
+        if self.h2.is_none() && self.role.is_none() {
+            if http2::starts_with_preface(&chunk.payload) {
+                self.h2 = Some(Box::new(H2Conn::from_preface(chunk.direction)));
+            } else if !http1::looks_like_request(&chunk.payload)
+                && http2::starts_with_frame(&chunk.payload)
+            {
+                // Frames without the preface: a connection open before the agent started.
+                self.h2 = Some(Box::new(H2Conn::joined()));
+            }
+        }
+        if let Some(h2) = self.h2.as_mut() {
+            h2.on_chunk(
+                &chunk,
+                &mut h2::Sink {
+                    meta: &self.meta,
+                    max_streams,
+                    next_id,
+                    out,
+                },
+            );
+            self.role = h2.role();
             return;
         }
         let role = match self.role {

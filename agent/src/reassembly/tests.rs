@@ -1,10 +1,19 @@
 use super::*;
+use crate::reassembly::h2::Http2Exchange;
 use bytes::Bytes;
 
 const KEY: ConnKey = ConnKey {
     tgid: 1,
     sock: 0xabc,
 };
+
+/// An HTTP/1 exchange's request and response.
+fn http1(ex: &Exchange) -> (&RequestHead, Option<&ResponseHead>) {
+    match &ex.message {
+        Message::Http1 { request, response } => (request, response.as_ref()),
+        Message::Http2(_) => panic!("not HTTP/1"),
+    }
+}
 
 /// The finished exchanges among the notices.
 fn finished(out: &[Notice]) -> Vec<&Exchange> {
@@ -80,8 +89,8 @@ fn server_exchange_times_and_role() {
     assert_eq!(finished(&out).len(), 1);
     let ex = finished(&out)[0];
     assert_eq!(ex.role, Role::Server);
-    assert_eq!(ex.request.target, "/x");
-    assert_eq!(ex.response.as_ref().map(|r| r.status), Some(200));
+    assert_eq!(http1(ex).0.target, "/x");
+    assert_eq!(http1(ex).1.map(|r| r.status), Some(200));
     assert_eq!((ex.start_ns, ex.end_ns), (100, 180));
 }
 
@@ -127,8 +136,8 @@ fn client_keepalive_pipelined_head_and_gap() {
         .map(|e| {
             (
                 e.role,
-                e.request.target.clone(),
-                e.response.as_ref().map(|r| r.status),
+                http1(e).0.target.clone(),
+                http1(e).1.map(|r| r.status),
                 e.start_ns,
                 e.end_ns,
             )
@@ -195,10 +204,7 @@ fn interim_100_continue_and_non_http() {
         &mut out,
     );
     assert_eq!(finished(&out).len(), 1);
-    assert_eq!(
-        finished(&out)[0].response.as_ref().map(|r| r.status),
-        Some(201)
-    );
+    assert_eq!(http1(finished(&out)[0]).1.map(|r| r.status), Some(201));
 
     // A binary protocol is given up on after a few chunks and costs nothing after that.
     let before = TELEMETRY.dropped(Drop::NotHttp);
@@ -310,4 +316,87 @@ fn a_socket_under_two_descriptors_is_one_connection() {
     assert_eq!(finished(&out).len(), 1);
     t.close(KEY, 1, &mut out);
     assert!(t.is_empty());
+}
+
+const GRPC_CLIENT: &[u8] = include_bytes!("../protocol/fixtures/http2/grpcio_client.h2");
+const GRPC_SERVER: &[u8] = include_bytes!("../protocol/fixtures/http2/grpcio_server.h2");
+
+fn h2(ex: &Exchange) -> &Http2Exchange {
+    match &ex.message {
+        Message::Http2(h2) => h2,
+        Message::Http1 { .. } => panic!("not HTTP/2"),
+    }
+}
+
+#[test]
+fn grpc_client_streams_pair_with_their_responses() {
+    let mut t = table();
+    open(&mut t, ConnOrigin::Connected);
+    let mut out = Vec::new();
+    let mut ts = 10;
+    // All requests first, then all responses: 23 streams open at once on one connection.
+    for (direction, bytes) in [
+        (Direction::Egress, GRPC_CLIENT),
+        (Direction::Ingress, GRPC_SERVER),
+    ] {
+        for piece in bytes.chunks(300) {
+            t.data(chunk(direction, ts, ts + 1, piece, 0), &mut out);
+            ts += 10;
+        }
+    }
+    let started = out
+        .iter()
+        .filter(|n| matches!(n, Notice::Started(s) if !s.server))
+        .count();
+    assert_eq!(started, 23);
+    let done = finished(&out);
+    assert_eq!(done.len(), 23);
+    for ex in &done {
+        assert_eq!(ex.role, Role::Client);
+        let h2 = h2(ex);
+        assert!(h2.is_grpc() && h2.request.complete);
+        assert!(ex.end_ns > ex.start_ns);
+        assert!(h2.reset.is_none() && !h2.refused);
+    }
+    let codes: Vec<Option<u32>> = done.iter().map(|ex| h2(ex).grpc_status).collect();
+    assert_eq!(codes.iter().filter(|c| **c == Some(0)).count(), 22);
+    assert_eq!(codes.iter().filter(|c| **c == Some(5)).count(), 1);
+    assert_eq!(t.buffered, 0);
+}
+
+#[test]
+fn grpc_server_joined_midway_reports_only_what_it_knows() {
+    let mut t = table();
+    let mut out = Vec::new();
+    // The agent starts after the preface and the first calls: no open record, no preface.
+    let mut at = 24;
+    let mut frames = Vec::new();
+    while at + 9 <= GRPC_CLIENT.len() {
+        frames.push(at);
+        let len =
+            u32::from_be_bytes([0, GRPC_CLIENT[at], GRPC_CLIENT[at + 1], GRPC_CLIENT[at + 2]]);
+        at += 9 + len as usize;
+    }
+    let from = frames[frames.len() / 2];
+    t.data(
+        chunk(Direction::Ingress, 10, 11, &GRPC_CLIENT[from..], 0),
+        &mut out,
+    );
+    t.data(chunk(Direction::Egress, 20, 21, GRPC_SERVER, 0), &mut out);
+    let done = finished(&out);
+    let known = done
+        .iter()
+        .filter(|ex| h2(ex).request.method.is_some())
+        .count();
+    assert!(done.len() >= 10 && known >= 10, "{} {known}", done.len());
+    for ex in done {
+        assert_eq!(ex.role, Role::Server);
+        let req = &h2(ex).request;
+        assert!(matches!(req.method.as_deref(), None | Some("POST")));
+        assert!(
+            req.path
+                .as_deref()
+                .is_none_or(|p| p.starts_with("/tracewire.test.Echo/"))
+        );
+    }
 }

@@ -3,21 +3,23 @@
 use std::net::SocketAddr;
 
 use super::{Attribute, Clock, Span, SpanKind, Status, context::SpanContext, semconv as sc};
-use crate::{
-    protocol::http1::Method,
-    reassembly::{Exchange, Role},
-};
+use crate::reassembly::{Exchange, Message, Role};
 
-/// What the operator allowed to leave the host.
+/// What the operator allowed to leave the host, and which conventions to speak.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SpanOptions {
     /// Export query strings (`url.query`, and in `url.full`). Off by default: they hold tokens.
     pub capture_query: bool,
+    /// RPC attribute names (`OTEL_SEMCONV_STABILITY_OPT_IN`).
+    pub rpc: super::rpc::RpcConventions,
 }
 
 /// Methods the conventions know; any other is reported as `_OTHER`.
-fn known_method(m: &Method) -> bool {
-    !matches!(m, Method::Other(_))
+fn known_method(m: &str) -> bool {
+    matches!(
+        m,
+        "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "CONNECT" | "OPTIONS" | "TRACE" | "PATCH"
+    )
 }
 
 /// Splits a request-target into path and query; an absolute-form target (proxies) is reduced
@@ -72,38 +74,115 @@ fn push_addr(
     attrs.push(Attribute::int(port_key, i64::from(a.port())));
 }
 
+/// What an HTTP span is built from, whatever the version.
+struct HttpView<'a> {
+    /// None when it could not be decoded (HTTP/2 joined mid-connection).
+    method: Option<&'a str>,
+    target: Option<&'a str>,
+    host: Option<&'a str>,
+    scheme: &'a str,
+    version: &'static str,
+    user_agent: Option<&'a str>,
+    status: Option<u16>,
+    /// Why the stream ended without a response (HTTP/2 reset or refused).
+    ended_by: Option<&'static str>,
+    /// Some request fields were not decodable.
+    incomplete: bool,
+}
+
 /// Builds the span of one exchange.
 pub fn build(ex: &Exchange, ctx: SpanContext, clock: &Clock, opts: SpanOptions) -> Span {
-    let req = &ex.request;
-    let method = req.method.as_str();
+    match &ex.message {
+        Message::Http1 { request, response } => {
+            let view = HttpView {
+                method: Some(request.method.as_str()),
+                target: Some(&request.target),
+                host: request.host.as_deref(),
+                scheme: "http",
+                version: if request.minor_version == 0 {
+                    "1.0"
+                } else {
+                    "1.1"
+                },
+                user_agent: request.user_agent.as_deref(),
+                status: response.as_ref().map(|r| r.status),
+                ended_by: None,
+                incomplete: false,
+            };
+            build_http(ex, &view, ctx, clock, opts)
+        }
+        Message::Http2(h2) if h2.is_grpc() => super::rpc::build(ex, h2, ctx, clock, opts),
+        Message::Http2(h2) => {
+            let req = &h2.request;
+            let view = HttpView {
+                method: req.method.as_deref(),
+                target: req.path.as_deref(),
+                host: req.authority.as_deref(),
+                scheme: req.scheme.as_deref().unwrap_or("http"),
+                version: "2",
+                user_agent: req.user_agent.as_deref(),
+                status: h2.response.as_ref().and_then(|r| r.status),
+                ended_by: h2.ended_by(),
+                incomplete: !req.complete,
+            };
+            build_http(ex, &view, ctx, clock, opts)
+        }
+    }
+}
+
+fn build_http(
+    ex: &Exchange,
+    req: &HttpView<'_>,
+    ctx: SpanContext,
+    clock: &Clock,
+    opts: SpanOptions,
+) -> Span {
     let mut attrs = Vec::with_capacity(16);
-    let name = if known_method(&req.method) {
-        attrs.push(Attribute::str(sc::HTTP_REQUEST_METHOD, method));
-        method.to_string()
-    } else {
-        attrs.push(Attribute::str(sc::HTTP_REQUEST_METHOD, "_OTHER"));
-        attrs.push(Attribute::str(sc::HTTP_REQUEST_METHOD_ORIGINAL, method));
-        "HTTP".to_string()
+    let name = match req.method {
+        Some(m) if known_method(m) => {
+            attrs.push(Attribute::str(sc::HTTP_REQUEST_METHOD, m));
+            m.to_string()
+        }
+        Some(m) => {
+            attrs.push(Attribute::str(sc::HTTP_REQUEST_METHOD, "_OTHER"));
+            attrs.push(Attribute::str(sc::HTTP_REQUEST_METHOD_ORIGINAL, m));
+            "HTTP".to_string()
+        }
+        // Not decodable: say nothing rather than something wrong.
+        None => "HTTP".to_string(),
     };
-    let status = ex.response.as_ref().map(|r| r.status);
+    if req.incomplete {
+        attrs.push(Attribute::str(
+            sc::TRACEWIRE_INCOMPLETE,
+            "header_fields_unknown",
+        ));
+    }
+    let status = req.status;
     if let Some(code) = status {
         attrs.push(Attribute::int(
             sc::HTTP_RESPONSE_STATUS_CODE,
             i64::from(code),
         ));
     }
-    let (path, query) = path_and_query(&req.target);
-    let host = req.host.as_deref().map(split_host);
-    let version = if req.minor_version == 0 { "1.0" } else { "1.1" };
-    attrs.push(Attribute::str(sc::NETWORK_PROTOCOL_VERSION, version));
-    if let Some(ua) = &req.user_agent {
-        attrs.push(Attribute::str(sc::USER_AGENT_ORIGINAL, ua.clone()));
+    let (path, query) = match req.target {
+        Some(t) => {
+            let (p, q) = path_and_query(t);
+            (Some(p), q)
+        }
+        None => (None, None),
+    };
+    let host = req.host.map(split_host);
+    attrs.push(Attribute::str(sc::NETWORK_PROTOCOL_VERSION, req.version));
+    if let Some(ua) = req.user_agent {
+        attrs.push(Attribute::str(sc::USER_AGENT_ORIGINAL, ua));
     }
     attrs.push(Attribute::int(sc::THREAD_ID, i64::from(ex.tid)));
     let (kind, error) = match ex.role {
         Role::Server => {
-            attrs.push(Attribute::str(sc::URL_PATH, path));
-            attrs.push(Attribute::str(sc::URL_SCHEME, "http"));
+            if let Some(path) = path {
+                attrs.push(Attribute::str(sc::URL_PATH, path));
+            }
+            attrs.push(Attribute::str(sc::URL_SCHEME, req.scheme));
             if opts.capture_query
                 && let Some(q) = query
             {
@@ -144,12 +223,13 @@ pub fn build(ex: &Exchange, ctx: SpanContext, clock: &Clock, opts: SpanOptions) 
             if let Some(p) = server_port {
                 attrs.push(Attribute::int(sc::SERVER_PORT, i64::from(p)));
             }
-            if let Some(h) = &server_host {
+            if let (Some(h), Some(path)) = (&server_host, path) {
+                let default_port = if req.scheme == "https" { 443 } else { 80 };
                 let authority = match server_port {
-                    Some(80) | None => host_for_url(h),
-                    Some(p) => format!("{}:{p}", host_for_url(h)),
+                    Some(p) if p != default_port => format!("{}:{p}", host_for_url(h)),
+                    _ => host_for_url(h),
                 };
-                let mut full = format!("http://{authority}{path}");
+                let mut full = format!("{}://{authority}{path}", req.scheme);
                 if opts.capture_query
                     && let Some(q) = query
                 {
@@ -169,9 +249,28 @@ pub fn build(ex: &Exchange, ctx: SpanContext, clock: &Clock, opts: SpanOptions) 
             (SpanKind::Client, status.is_some_and(|s| s >= 400))
         }
     };
-    if error && let Some(code) = status {
-        attrs.push(Attribute::str(sc::ERROR_TYPE, code.to_string()));
+    let error_type = match (error, status, req.ended_by) {
+        (true, Some(code), _) => Some(code.to_string()),
+        (_, None, Some(reason)) => Some(reason.to_string()),
+        _ => None,
+    };
+    let is_error = error_type.is_some();
+    if let Some(e) = error_type {
+        attrs.push(Attribute::str(sc::ERROR_TYPE, e));
     }
+    finish(ex, ctx, clock, kind, name, attrs, is_error)
+}
+
+/// The parts every span shares: ids, times, status and resource.
+pub(super) fn finish(
+    ex: &Exchange,
+    ctx: SpanContext,
+    clock: &Clock,
+    kind: SpanKind,
+    name: String,
+    attributes: Vec<Attribute>,
+    error: bool,
+) -> Span {
     Span {
         trace_id: ctx.trace_id,
         span_id: ctx.span_id,
@@ -182,7 +281,7 @@ pub fn build(ex: &Exchange, ctx: SpanContext, clock: &Clock, opts: SpanOptions) 
         name,
         start_unix_ns: clock.to_unix_ns(ex.start_ns),
         end_unix_ns: clock.to_unix_ns(ex.end_ns),
-        attributes: attrs,
+        attributes,
         status: if error { Status::Error } else { Status::Unset },
         process: std::sync::Arc::clone(&ex.conn.process),
     }
@@ -220,14 +319,16 @@ mod tests {
                     threading: crate::span::context::Threading::PerThread,
                 }),
             }),
-            request,
-            response: Some(ResponseHead {
-                status,
-                minor_version: 1,
-                content_length: Some(0),
-                chunked: false,
-                connection_close: false,
-            }),
+            message: Message::Http1 {
+                request,
+                response: Some(ResponseHead {
+                    status,
+                    minor_version: 1,
+                    content_length: Some(0),
+                    chunked: false,
+                    connection_close: false,
+                }),
+            },
             start_ns: 1_000,
             end_ns: 3_500,
             tid: 9,
@@ -298,6 +399,7 @@ mod tests {
             &Clock::with_offset(0),
             SpanOptions {
                 capture_query: true,
+                ..SpanOptions::default()
             },
         );
         assert_eq!(

@@ -2,6 +2,7 @@
 //! OpenTelemetry semantic conventions, and the clock that dates them.
 pub mod context;
 pub mod http;
+pub mod rpc;
 pub mod sampler;
 pub mod semconv;
 

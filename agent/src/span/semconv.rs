@@ -30,3 +30,16 @@ pub const TELEMETRY_SDK_LANGUAGE: &str = "telemetry.sdk.language";
 pub const TELEMETRY_SDK_VERSION: &str = "telemetry.sdk.version";
 pub const TELEMETRY_DISTRO_NAME: &str = "telemetry.distro.name";
 pub const TELEMETRY_DISTRO_VERSION: &str = "telemetry.distro.version";
+
+// RPC, as most backends and Beyla/OBI still speak it (semconv 1.37 and earlier).
+pub const RPC_SYSTEM: &str = "rpc.system";
+pub const RPC_SERVICE: &str = "rpc.service";
+pub const RPC_METHOD: &str = "rpc.method";
+pub const RPC_GRPC_STATUS_CODE: &str = "rpc.grpc.status_code";
+// RPC, the stable conventions (opt in with OTEL_SEMCONV_STABILITY_OPT_IN=rpc or rpc/dup).
+pub const RPC_SYSTEM_NAME: &str = "rpc.system.name";
+pub const RPC_RESPONSE_STATUS_CODE: &str = "rpc.response.status_code";
+
+/// Set when a span is built from part of what was exchanged (the value says why), so that a
+/// missing attribute is not read as an absent one.
+pub const TRACEWIRE_INCOMPLETE: &str = "tracewire.incomplete";

@@ -1,0 +1,167 @@
+//! gRPC over HTTP/2 (h2c): a grpcio client and server, both traced. Unary OK and NOT_FOUND, a
+//! server-streaming call, and 20 concurrent calls on one connection must each give exactly one
+//! SERVER and one CLIENT span with the gRPC conventions; `traceparent` sent as gRPC metadata
+//! joins the trace as in HTTP/1; no other metadata value is exported.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail, ensure};
+use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode};
+use tracewire_tests::peers;
+use tracewire_tests::{AgentGuard, Export, OtlpProtocol, OtlpReceiver, SpanRecord, TempDir};
+
+const SERVICE: &str = "tracewire.test.Echo";
+const CALLS: usize = 23;
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT_ID: &str = "00f067aa0ba902b7";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Waits until `pid` has `n` spans of `kind`, then a little longer to catch duplicates.
+fn spans_of(
+    receiver: &OtlpReceiver,
+    pid: u32,
+    kind: SpanKind,
+    n: usize,
+) -> Result<Vec<SpanRecord>> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let of = || -> Vec<SpanRecord> {
+        receiver
+            .spans()
+            .into_iter()
+            .filter(|s| s.pid() == Some(pid) && s.kind() == kind)
+            .collect()
+    };
+    while of().len() < n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let spans = of();
+    if spans.len() != n {
+        bail!(
+            "expected {n} {kind:?} spans of pid {pid}, got {}\n{}",
+            spans.len(),
+            receiver.report()
+        );
+    }
+    Ok(spans)
+}
+
+fn check_rpc_attributes(span: &SpanRecord, port: u16) -> Result<()> {
+    let (service, method) =
+        span.span.name.split_once('/').ok_or_else(|| {
+            anyhow::anyhow!("span name {:?} is not service/method", span.span.name)
+        })?;
+    ensure!(service == SERVICE, "{span}");
+    ensure!(matches!(method, "Unary" | "Stream"), "{span}");
+    ensure!(span.attr_str("rpc.system") == Some("grpc"), "{span}");
+    ensure!(span.attr_str("rpc.service") == Some(SERVICE), "{span}");
+    ensure!(span.attr_str("rpc.method") == Some(method), "{span}");
+    ensure!(
+        span.attr_str("server.address") == Some("127.0.0.1"),
+        "{span}"
+    );
+    ensure!(
+        span.attr_int("server.port") == Some(i64::from(port)),
+        "{span}"
+    );
+    ensure!(
+        span.attr_str("network.peer.address") == Some("127.0.0.1"),
+        "{span}"
+    );
+    ensure!(span.attr("tracewire.incomplete").is_none(), "{span}");
+    ensure!(span.end() > span.start(), "{span}");
+    Ok(())
+}
+
+#[test]
+fn grpcio_client_to_grpcio_server() -> Result<()> {
+    let dir = TempDir::new("grpcio")?;
+    let receiver = OtlpReceiver::start(OtlpProtocol::Grpc)?;
+    let server = peers::grpcio_server(&dir, "tw-grpc-server")?;
+    let _agent = AgentGuard::start(Export::Otlp(&receiver), &[server.port], dir.path())?;
+
+    let traceparent = format!("00-{TRACE_ID}-{PARENT_ID}-01");
+    let client = peers::grpcio_client(&dir, "tw-grpc-client", server.port, &traceparent)?;
+    let printed: Vec<&str> = client.stdout.lines().collect();
+    ensure!(
+        printed
+            == [
+                "ok b'hello'",
+                "missing NOT_FOUND",
+                "stream 3",
+                "concurrent 20"
+            ],
+        "grpcio client printed {printed:?}"
+    );
+
+    let servers = spans_of(&receiver, server.serving.pid, SpanKind::Server, CALLS)?;
+    let clients = spans_of(&receiver, client.process.pid, SpanKind::Client, CALLS)?;
+    for (spans, kind) in [(&servers, "server"), (&clients, "client")] {
+        let mut codes: Vec<i64> = Vec::new();
+        let mut streams = 0;
+        for span in spans.iter() {
+            check_rpc_attributes(span, server.port)?;
+            let code = span
+                .attr_int("rpc.grpc.status_code")
+                .ok_or_else(|| anyhow::anyhow!("no int rpc.grpc.status_code: {span}"))?;
+            codes.push(code);
+            if span.span.name.ends_with("/Stream") {
+                streams += 1;
+            }
+            // NOT_FOUND is the caller's error, not the server's (OTel gRPC status rules).
+            let want = if code == 5 && kind == "client" {
+                StatusCode::Error
+            } else {
+                StatusCode::Unset
+            };
+            ensure!(span.status_code() == want, "{kind} status: {span}");
+            if code == 5 && kind == "client" {
+                ensure!(span.attr_str("error.type") == Some("NOT_FOUND"), "{span}");
+            }
+            let all = format!("{span}");
+            ensure!(
+                !all.contains("grpc-secret-token"),
+                "metadata leaked: {span}"
+            );
+        }
+        codes.sort();
+        ensure!(
+            codes.iter().filter(|c| **c == 0).count() == CALLS - 1 && codes.last() == Some(&5),
+            "{kind} status codes {codes:?}"
+        );
+        ensure!(streams == 1, "{kind}: {streams} Stream spans");
+    }
+    for span in &servers {
+        ensure!(
+            span.attr_int("client.port").is_some_and(|p| p > 0),
+            "{span}"
+        );
+    }
+
+    // The first call carried traceparent: its client span is the header's span (the
+    // application's ids win), and the server span is that span's child.
+    let joined: Vec<&SpanRecord> = servers
+        .iter()
+        .filter(|s| hex(&s.span.trace_id) == TRACE_ID)
+        .collect();
+    let [server_span] = joined.as_slice() else {
+        bail!(
+            "{} server spans in trace {TRACE_ID}\n{}",
+            joined.len(),
+            receiver.report()
+        );
+    };
+    ensure!(
+        hex(&server_span.span.parent_span_id) == PARENT_ID,
+        "{server_span}"
+    );
+    let client_span = clients
+        .iter()
+        .find(|s| hex(&s.span.trace_id) == TRACE_ID)
+        .ok_or_else(|| anyhow::anyhow!("no client span in trace {TRACE_ID}"))?;
+    ensure!(hex(&client_span.span.span_id) == PARENT_ID, "{client_span}");
+    Ok(())
+}
