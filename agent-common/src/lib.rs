@@ -63,7 +63,8 @@ pub struct EventHeader {
     pub direction: u8,
     /// A [`ConnOrigin`] (open events).
     pub origin: u8,
-    pub _pad: u8,
+    /// [`DATA_TLS`] (data events).
+    pub flags: u8,
     pub tgid: u32,
     pub tid: u32,
     pub fd: u32,
@@ -219,8 +220,15 @@ pub struct SockInfo {
     /// request head; [`BODY_UNKNOWN`] when the framing cannot be followed (chunked), which
     /// stops injection on the connection.
     pub body_left: u32,
-    pub _pad: u32,
+    /// [`SOCK_TLS`] once an OpenSSL call was seen using the socket.
+    pub flags: u32,
 }
+
+/// The socket carries TLS: its syscall bytes are ciphertext and are not captured; the plaintext
+/// comes from the OpenSSL uprobes.
+pub const SOCK_TLS: u32 = 1;
+/// `EventHeader::flags` of a data record: the payload is TLS plaintext (from OpenSSL).
+pub const DATA_TLS: u8 = 1;
 
 pub const BODY_UNKNOWN: u32 = u32::MAX;
 
@@ -264,8 +272,13 @@ pub enum KernelCounter {
     InjectNoParent = 13,
     /// Server request contexts the kernel created.
     ServerContexts = 14,
+    /// TLS plaintext records sent (OpenSSL uprobes).
+    TlsEvents = 15,
+    /// OpenSSL calls whose socket was never seen (e.g. data already buffered by a call the
+    /// agent missed): their plaintext is lost.
+    TlsNoSocket = 16,
 }
-pub const KERNEL_COUNTERS: u32 = 15;
+pub const KERNEL_COUNTERS: u32 = 17;
 
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 48);
 const _: () = assert!(core::mem::size_of::<ConnTuple>() == 40);

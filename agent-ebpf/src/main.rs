@@ -14,3 +14,4 @@ mod maps;
 mod rt;
 mod sock;
 mod syscalls;
+mod tls;

@@ -9,3 +9,4 @@ mod rt;
 mod sock;
 mod sockmap;
 mod syscalls;
+mod tls;

@@ -183,3 +183,29 @@ pub struct Scan {
 
 #[map]
 pub static SCAN: PerCpuArray<Scan> = PerCpuArray::with_max_entries(1, 0);
+
+/// An OpenSSL read or write between its uprobe and uretprobe, by thread.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TlsCall {
+    /// The `SSL *`.
+    pub ssl: u64,
+    pub buf: u64,
+    /// `SSL_read_ex`/`SSL_write_ex`: where the byte count is written; 0 for the classic calls.
+    pub count_ptr: u64,
+    pub start_ns: u64,
+    /// The socket a syscall made inside this call used; [`NO_FD`] until one does.
+    pub fd: u32,
+    pub direction: u8,
+    pub _pad: [u8; 3],
+}
+
+pub const NO_FD: u32 = u32::MAX;
+
+#[map]
+pub static TLS_CALLS: LruHashMap<u64, TlsCall> = LruHashMap::with_max_entries(16384, 0);
+
+/// The socket behind an `SSL *`, learnt from the syscalls OpenSSL makes inside SSL_read and
+/// SSL_write (a socket BIO reads and writes on the caller's thread). Keyed by [tgid, SSL *].
+#[map]
+pub static SSL_FDS: LruHashMap<[u64; 2], u32> = LruHashMap::with_max_entries(16384, 0);

@@ -5,9 +5,9 @@
 //! fd we already classified costs one or two hash lookups. Only a never-seen (process, fd) pays
 //! for the fd -> socket walk, once.
 use agent_common::{
-    ConnOpenEvent, ConnOrigin, DATA_OFFSET, Direction, EventHeader, EventKind, FdKey,
+    ConnOpenEvent, ConnOrigin, DATA_OFFSET, DATA_TLS, Direction, EventHeader, EventKind, FdKey,
     KernelCounter, MAX_CAPTURE, MAX_ENV, ProbeConfig, SELECT_CGROUP, SELECT_PID, SELECT_PORT,
-    SockInfo, TraceCtx,
+    SOCK_TLS, SockInfo, TraceCtx,
 };
 use aya_ebpf::{
     EbpfContext as _,
@@ -26,7 +26,7 @@ use crate::{
         KIND_IOVEC, KIND_MSGHDR, KIND_NOCOPY, SCRATCH, SELECT_CGROUPS, SELECT_PIDS, SELECT_PORTS,
         SOCKETS, STAGES, Scratch, config, count,
     },
-    sock,
+    sock, tls,
 };
 
 /// `sys_enter_*`: the syscall's arguments start at byte 16, 8 bytes each.
@@ -74,7 +74,7 @@ fn header(kind: EventKind, pid_tgid: u64, fd: u32, sock: u64) -> EventHeader {
         kind: kind as u8,
         direction: 0,
         origin: 0,
-        _pad: 0,
+        flags: 0,
         tgid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
         fd,
@@ -139,7 +139,7 @@ fn track(cfg: &ProbeConfig, pid_tgid: u64, fd: u32, origin: ConnOrigin) -> Optio
         sock: sk,
         req_key: 0,
         body_left: 0,
-        _pad: 0,
+        flags: 0,
     };
     let _ = SOCKETS.insert(&key, &info, 0);
     // Before the open record, so user space knows the process when it sees the connection.
@@ -270,6 +270,10 @@ fn traced_sock(cfg: &ProbeConfig, pid_tgid: u64, fd: u32) -> Option<u64> {
     };
     // SAFETY: map lookups as above.
     if let Some(info) = unsafe { SOCKETS.get(&key) } {
+        // A TLS socket's syscall bytes are ciphertext: its plaintext comes from OpenSSL.
+        if info.flags & SOCK_TLS != 0 {
+            return None;
+        }
         return Some(info.sock);
     }
     // SAFETY: as above.
@@ -280,6 +284,80 @@ fn traced_sock(cfg: &ProbeConfig, pid_tgid: u64, fd: u32) -> Option<u64> {
         return None;
     }
     track(cfg, pid_tgid, fd, ConnOrigin::Unknown)
+}
+
+/// Marks the process's socket `fd` as carrying TLS, tracking it first if it is new (and
+/// selected). Returns its `struct sock *`.
+#[inline(always)]
+fn tls_sock(cfg: &ProbeConfig, pid_tgid: u64, fd: u32) -> Option<u64> {
+    let key = FdKey {
+        tgid: (pid_tgid >> 32) as u32,
+        fd,
+    };
+    if let Some(info) = SOCKETS.get_ptr_mut(&key) {
+        // SAFETY: pointer into map memory, valid for this program run.
+        let info = unsafe { &mut *info };
+        info.flags |= SOCK_TLS;
+        return Some(info.sock);
+    }
+    // SAFETY: map lookup as above.
+    if unsafe { IGNORED.get(&key) }.is_some() || !process_selected(cfg, key.tgid) {
+        return None;
+    }
+    let sk = track(cfg, pid_tgid, fd, ConnOrigin::Unknown)?;
+    if let Some(info) = SOCKETS.get_ptr_mut(&key) {
+        // SAFETY: as above.
+        unsafe { (*info).flags |= SOCK_TLS };
+    }
+    Some(sk)
+}
+
+/// Sends `moved` bytes of TLS plaintext at `buf` as a data record of socket `fd` (from the
+/// OpenSSL return probe). False when nothing was sent.
+#[inline(always)]
+pub fn send_plaintext(
+    pid_tgid: u64,
+    fd: u32,
+    direction: Direction,
+    buf: u64,
+    moved: u64,
+    start_ns: u64,
+) -> bool {
+    let cfg = config();
+    let Some(sk) = tls_sock(cfg, pid_tgid, fd) else {
+        return false;
+    };
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: the per-CPU scratch slot is ours for this program run.
+    let scratch = unsafe { &mut *scratch };
+    let mut limit = cfg.capture_bytes as u64;
+    if limit > MAX_CAPTURE as u64 {
+        limit = MAX_CAPTURE as u64;
+    }
+    if limit > moved {
+        limit = moved;
+    }
+    if !copy_user(scratch.event.data.as_mut_ptr(), 0, buf, limit) {
+        count(KernelCounter::ReadFailed);
+        return false;
+    }
+    let captured = limit & (2 * MAX_CAPTURE as u64 - 1);
+    if captured > MAX_CAPTURE as u64 {
+        return false;
+    }
+    if captured < moved {
+        count(KernelCounter::Truncated);
+    }
+    let mut head = header(EventKind::Data, pid_tgid, fd, sk);
+    head.direction = direction as u8;
+    head.flags = DATA_TLS;
+    head.start_ns = start_ns;
+    // SAFETY: helper without preconditions.
+    head.end_ns = unsafe { bpf_ktime_get_ns() };
+    stage(scratch, head, moved, captured);
+    submit_staged(cfg, scratch)
 }
 
 #[inline(always)]
@@ -296,6 +374,11 @@ fn enter_data(ctx: &TracePointContext, kind: u32, direction: Direction) -> u32 {
         return 0;
     }
     let fd = arg(ctx, 0) as u32;
+    if tls::inside_ssl_call(pid_tgid, fd) {
+        // OpenSSL's own ciphertext: name the socket, capture nothing.
+        let _ = tls_sock(cfg, pid_tgid, fd);
+        return 0;
+    }
     let Some(sk) = traced_sock(cfg, pid_tgid, fd) else {
         return 0;
     };

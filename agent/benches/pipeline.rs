@@ -81,6 +81,7 @@ fn exchanges_to_spans(n: u64) -> usize {
                     total_len: payload.len() as u32,
                     payload,
                     kernel_ctx: None,
+                    tls: false,
                 },
                 &mut out,
             );

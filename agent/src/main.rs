@@ -82,6 +82,9 @@ struct RunArgs {
     /// Export process.command_line. Off: command lines often carry secrets.
     #[arg(long)]
     export_command_line: bool,
+    /// Do not attach the OpenSSL probes (HTTPS is then not traced).
+    #[arg(long)]
+    no_tls: bool,
 }
 
 fn capture_config(args: &RunArgs) -> anyhow::Result<CaptureConfig> {
@@ -94,6 +97,7 @@ fn capture_config(args: &RunArgs) -> anyhow::Result<CaptureConfig> {
         cgroups: args.cgroups.clone(),
         ports: args.ports.clone(),
         inject_cgroups: args.inject_cgroups.clone(),
+        tls: !args.no_tls,
         sampler: Sampler::from_env()?,
         drain_interval: Duration::from_millis(10),
     })

@@ -55,10 +55,13 @@ pub enum Drop {
     /// HTTP/2 header fields that could not be decoded (HPACK state unknown: a connection open
     /// before the agent started, or a capture gap): the span carries what is known.
     HeaderFieldsUnknown,
+    /// A TLS connection whose plaintext the agent could not see (a TLS library other than
+    /// OpenSSL: Go, Java, rustls, Node's memory BIOs): no spans for it.
+    TlsOpaque,
 }
 
 impl Drop {
-    pub const ALL: [Drop; 22] = [
+    pub const ALL: [Drop; 23] = [
         Drop::KernelRingFull,
         Drop::EventQueueFull,
         Drop::MalformedRecord,
@@ -81,6 +84,7 @@ impl Drop {
         Drop::ContextOverflow,
         Drop::KernelContextMismatch,
         Drop::HeaderFieldsUnknown,
+        Drop::TlsOpaque,
     ];
 
     pub fn label(self) -> &'static str {
@@ -107,6 +111,7 @@ impl Drop {
             Drop::ContextOverflow => "context_overflow",
             Drop::KernelContextMismatch => "kernel_context_mismatch",
             Drop::HeaderFieldsUnknown => "header_fields_unknown",
+            Drop::TlsOpaque => "tls_opaque",
         }
     }
 }
@@ -307,6 +312,21 @@ impl Telemetry {
                 "",
                 self.kernel_counter(agent_common::KernelCounter::ServerContexts),
             )],
+        );
+        counter(
+            "tracewire_tls_records_total",
+            "OpenSSL reads and writes seen by the TLS probes: plaintext (sent as the socket's \
+             data) or no_socket (the call could not be tied to a socket, e.g. a memory BIO).",
+            &[
+                (
+                    "outcome=\"plaintext\"",
+                    self.kernel_counter(agent_common::KernelCounter::TlsEvents),
+                ),
+                (
+                    "outcome=\"no_socket\"",
+                    self.kernel_counter(agent_common::KernelCounter::TlsNoSocket),
+                ),
+            ],
         );
         let _ = writeln!(
             out,

@@ -199,6 +199,11 @@ pub fn python_load(dir: &TempDir, prefix: &str, n: usize) -> Result<()> {
 /// environment when it sets the process title, so no `OTEL_SERVICE_NAME` is set and the service
 /// name is the executable's, `nginx`.
 pub fn nginx_server(dir: &TempDir) -> Result<PeerServer> {
+    nginx_server_with(dir, None)
+}
+
+/// nginx as [`nginx_server`], serving HTTPS with `cert` when given.
+pub fn nginx_server_with(dir: &TempDir, cert: Option<&SelfSigned>) -> Result<PeerServer> {
     let nginx = require_tool("nginx")?;
     let port = free_port()?;
     let prefix = dir.join("nginx");
@@ -211,6 +216,16 @@ pub fn nginx_server(dir: &TempDir) -> Result<PeerServer> {
         .context("temporary directory is not UTF-8")?;
     let config = template
         .replace("@PORT@", &port.to_string())
+        .replace(
+            "@TLS@",
+            &cert.map_or_else(String::new, |c| {
+                format!(
+                    " ssl;\n        ssl_certificate {};\n        ssl_certificate_key {}",
+                    c.cert.display(),
+                    c.key.display()
+                )
+            }),
+        )
         .replace("@DIR@", prefix_text);
     let config_path = prefix.join("nginx.conf");
     std::fs::write(&config_path, config)?;
@@ -600,6 +615,93 @@ pub fn grpcio_client(
             pid: finished.pid,
             service_name: service_name.to_string(),
             executable_name: executable_name(&python)?,
+        },
+        stdout: finished.stdout,
+    })
+}
+
+/// A self-signed certificate for 127.0.0.1 and localhost, made with the `openssl` tool.
+#[derive(Debug, Clone)]
+pub struct SelfSigned {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+pub fn self_signed_cert(dir: &TempDir) -> Result<SelfSigned> {
+    let openssl = require_tool("openssl")?;
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let mut command = Command::new(openssl);
+    command
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ]);
+    run_to_completion("openssl-req", &mut command, dir.path(), CLIENT_WAIT)?;
+    Ok(SelfSigned { cert, key })
+}
+
+/// `peers/https_server.py`: Python's `ssl` serving HTTP/1.1 over TLS.
+pub fn python_https_server(
+    dir: &TempDir,
+    service_name: &str,
+    cert: &SelfSigned,
+    port: u16,
+) -> Result<PeerServer> {
+    let mut command = Command::new(python_interpreter()?);
+    command
+        .arg(crate::peers_dir().join("https_server.py"))
+        .arg(port.to_string())
+        .arg(&cert.cert)
+        .arg(&cert.key)
+        .env("OTEL_SERVICE_NAME", service_name)
+        .env("PYTHONUNBUFFERED", "1");
+    let guard = ChildGuard::spawn("python-https", &mut command, dir.path(), Shutdown::Kill)?;
+    listening(guard, port, service_name)
+}
+
+/// `peers/node_https.js server`.
+pub fn node_https_server(
+    dir: &TempDir,
+    service_name: &str,
+    cert: &SelfSigned,
+) -> Result<PeerServer> {
+    let port = free_port()?;
+    let mut command = Command::new(require_tool("node")?);
+    command
+        .arg(crate::peers_dir().join("node_https.js"))
+        .args(["server", &port.to_string()])
+        .arg(&cert.cert)
+        .arg(&cert.key)
+        .env("OTEL_SERVICE_NAME", service_name);
+    let guard = ChildGuard::spawn("node-https", &mut command, dir.path(), Shutdown::Kill)?;
+    listening(guard, port, service_name)
+}
+
+/// `peers/node_https.js client`: GETs `urls` in turn over one keep-alive agent.
+pub fn node_https_client(dir: &TempDir, cert: &SelfSigned, urls: &[String]) -> Result<ClientRun> {
+    let node = require_tool("node")?;
+    let mut command = Command::new(&node);
+    command
+        .arg(crate::peers_dir().join("node_https.js"))
+        .arg("client")
+        .arg(&cert.cert)
+        .args(urls);
+    let finished = run_to_completion("node-https-client", &mut command, dir.path(), CLIENT_WAIT)?;
+    Ok(ClientRun {
+        process: ProcessIdentity {
+            pid: finished.pid,
+            service_name: "node".to_string(),
+            executable_name: executable_name(&node)?,
         },
         stdout: finished.stdout,
     })

@@ -147,6 +147,7 @@ fn apt(test_peers: bool) -> Result<()> {
             ("node", "nodejs"),
             ("javac", "openjdk-17-jdk-headless"),
             ("python3", "python3"),
+            ("openssl", "openssl"),
             ("ip", "iproute2"),
             ("wrk", "wrk"),
         ] {

@@ -83,6 +83,8 @@ pub struct DataChunk {
     pub payload: Bytes,
     /// Only with injection, on the records that read or wrote a request head.
     pub kernel_ctx: Option<KernelCtx>,
+    /// TLS plaintext from the OpenSSL probes (not the socket's own bytes).
+    pub tls: bool,
 }
 
 impl DataChunk {
@@ -188,6 +190,7 @@ pub fn decode(record: &[u8]) -> Result<CaptureEvent, DecodeError> {
                 total_len: header.total_len.max(header.captured_len),
                 payload: Bytes::copy_from_slice(payload),
                 kernel_ctx: KernelCtx::from_wire(&ctx),
+                tls: header.flags & agent_common::DATA_TLS != 0,
             }))
         }
         k if k == EventKind::ProcessEnv as u8 => {
@@ -234,7 +237,7 @@ mod tests {
             kind: kind as u8,
             direction: Direction::Egress as u8,
             origin: ConnOrigin::Accepted as u8,
-            _pad: 0,
+            flags: 0,
             tgid: 42,
             tid: 43,
             fd: 5,

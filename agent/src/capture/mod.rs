@@ -9,6 +9,7 @@ pub mod event;
 pub mod offsets;
 pub mod process;
 pub mod select;
+pub mod tls;
 
 use std::{os::fd::AsRawFd, path::Path, time::Duration};
 
@@ -170,6 +171,8 @@ pub struct CaptureConfig {
     pub exes: select::ExeSelector,
     /// `--inject-cgroup`: cgroups whose outgoing HTTP/1.x requests get `traceparent`.
     pub inject_cgroups: Vec<std::path::PathBuf>,
+    /// Attach the OpenSSL uprobes (TLS plaintext).
+    pub tls: bool,
     /// The sampler, whose root rule the kernel applies to traces it starts.
     pub sampler: crate::span::sampler::Sampler,
     /// Drain period of the ring buffer when nothing woke the reader.
@@ -186,6 +189,7 @@ pub struct Capture {
     /// `--cgroup` directories, rescanned every second for cgroups made below them since.
     cgroups: Vec<std::path::PathBuf>,
     injection: Option<Injection>,
+    tls: Option<tls::TlsProbes>,
 }
 
 /// Trace-context injection, attached.
@@ -325,6 +329,7 @@ impl Capture {
                     })?;
             }
         }
+        let tls = if cfg.tls { start_tls(&mut ebpf) } else { None };
         let ring = ebpf
             .take_map("EVENTS")
             .ok_or(CaptureError::MissingMap { name: "EVENTS" })?;
@@ -347,6 +352,7 @@ impl Capture {
             exes: cfg.exes.clone(),
             cgroups: cfg.cgroups.clone(),
             injection,
+            tls,
         })
     }
 
@@ -365,6 +371,7 @@ impl Capture {
             exes,
             cgroups,
             injection,
+            mut tls,
         } = self;
         let (mut modes, client_socks, inject_dirs) = match injection {
             Some(Injection { modes, socks, dirs }) => (Some(modes), Some(socks), dirs),
@@ -398,6 +405,9 @@ impl Capture {
                         if !exes.is_empty() {
                             sync_exe_pids(&mut ebpf, &pids, &exes);
                         }
+                        if let Some(tls) = tls.as_mut() {
+                            tls.scan(&mut ebpf);
+                        }
                         // New cgroups below the selected ones (a pod started after the
                         // agent): selected, and in injection scope. The sock_ops attachment
                         // covers them by itself; the kernel's request contexts need their ids.
@@ -428,6 +438,26 @@ impl Capture {
         drop(client_socks);
         drop(ebpf);
         Ok(())
+    }
+}
+
+/// Loads the OpenSSL probes and attaches them to the libssl files in use. Without uprobes the
+/// agent goes on: plaintext HTTP is still traced, HTTPS is not, and the log says so.
+fn start_tls(ebpf: &mut Ebpf) -> Option<tls::TlsProbes> {
+    match tls::TlsProbes::load(ebpf) {
+        Ok(mut probes) => {
+            probes.scan(ebpf);
+            tracing::info!(files = probes.files(), "TLS (OpenSSL) probes loaded");
+            Some(probes)
+        }
+        Err(err) => {
+            tracing::warn!(
+                "{}; HTTPS is not traced (plaintext HTTP still is); `tracewire check` shows \
+                 whether this kernel has uprobes",
+                check::chain(&err)
+            );
+            None
+        }
     }
 }
 

@@ -46,6 +46,8 @@ pub struct ConnMeta {
     pub remote: Option<SocketAddr>,
     pub origin: ConnOrigin,
     pub process: Arc<ProcessInfo>,
+    /// The bytes were TLS, seen as plaintext through the OpenSSL probes (`url.scheme` https).
+    pub tls: bool,
 }
 
 /// What reassembly tells the span stage, in stream order.
@@ -160,6 +162,10 @@ struct Connection {
     kernel_ctx: Option<KernelCtx>,
     /// Set once the connection is known to speak HTTP/2; the HTTP/1 fields then stay idle.
     h2: Option<Box<H2Conn>>,
+    /// TLS records were seen on the socket (its plaintext may come from the OpenSSL probes).
+    tls_records: bool,
+    /// ... and application-data records among them (a failed or probing handshake has none).
+    tls_app_data: bool,
 }
 
 /// Everything the agent knows about live connections.
@@ -209,6 +215,8 @@ impl ConnTable {
             ignored: false,
             kernel_ctx: None,
             h2: None,
+            tls_records: false,
+            tls_app_data: false,
         }
     }
 
@@ -243,6 +251,7 @@ impl ConnTable {
             remote: Some(open.remote),
             origin: open.origin,
             process,
+            tls: false,
         };
         let mut conn = self.new_connection(meta, open.ts_ns);
         conn.fds.push(open.fd);
@@ -282,7 +291,13 @@ impl ConnTable {
         }
         // Bytes were seen but never recognised as HTTP/1 (e.g. a TLS handshake that ended
         // before the detection window): count the connection rather than forget it silently.
-        if conn.role.is_none() && conn.undetected_chunks > 0 && !conn.ignored {
+        if conn.tls_app_data && !conn.meta.tls {
+            TELEMETRY.drop(Drop::TlsOpaque);
+        } else if conn.role.is_none()
+            && conn.undetected_chunks > 0
+            && !conn.ignored
+            && !conn.tls_records
+        {
             TELEMETRY.drop(Drop::NotHttp);
         }
         if let Some((req, resp)) = conn.answering.take() {
@@ -312,6 +327,7 @@ impl ConnTable {
                 remote: None,
                 origin: ConnOrigin::Unknown,
                 process,
+                tls: false,
             };
             let conn = self.new_connection(meta, chunk.end_ns);
             self.conns.insert(chunk.key, conn);
@@ -378,6 +394,20 @@ impl Connection {
             + self.h2.as_ref().map_or(0, |h| h.buffered())
     }
 
+    fn start_tls(&mut self) {
+        let mut meta = (*self.meta).clone();
+        meta.tls = true;
+        self.meta = Arc::new(meta);
+        self.role = None;
+        self.ignored = false;
+        self.undetected_chunks = 0;
+        self.requests = MessageStream::new(self.requests.max_head());
+        self.responses = MessageStream::new(self.responses.max_head());
+        self.pending.clear();
+        self.answering = None;
+        self.h2 = None;
+    }
+
     fn exchange(&self, req: PendingRequest, resp: Option<ResponseHead>, end_ns: u64) -> Exchange {
         Exchange {
             id: req.id,
@@ -403,6 +433,27 @@ impl Connection {
         out: &mut Vec<Notice>,
     ) {
         self.last_activity_ns = chunk.end_ns;
+        if chunk.tls && !self.meta.tls {
+            // The first plaintext from OpenSSL: what was seen before was the handshake (or
+            // ciphertext the kernel did not yet know as such). Start over on the plaintext.
+            self.start_tls();
+        }
+        if !chunk.tls
+            && self.role.is_none()
+            && self.h2.is_none()
+            && looks_like_tls_record(&chunk.payload)
+        {
+            self.tls_records = true;
+        }
+        // Ciphertext: the plaintext comes from the OpenSSL probes, or not at all (counted as
+        // tls_opaque when the connection ends). Record bodies read apart from their headers
+        // must not count as unrecognised traffic either.
+        if !chunk.tls && (self.meta.tls || self.tls_records) {
+            if chunk.payload.first() == Some(&23) {
+                self.tls_app_data = true;
+            }
+            return;
+        }
         if self.ignored {
             return;
         }
@@ -577,6 +628,12 @@ impl Connection {
             }
         }
     }
+}
+
+/// A TLS record header (RFC 8446 §5.1): handshake, alert, change-cipher-spec or application
+/// data, legacy version 3.x.
+fn looks_like_tls_record(b: &[u8]) -> bool {
+    matches!(b, [20..=23, 3, 0..=4, ..])
 }
 
 /// The reassembly stage: events in, notices out, until the event queue closes. Idle

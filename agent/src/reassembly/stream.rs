@@ -60,6 +60,10 @@ impl MessageStream {
         }
     }
 
+    pub fn max_head(&self) -> usize {
+        self.max_head
+    }
+
     /// Bytes held in the head buffer (for the global budget).
     pub fn buffered(&self) -> usize {
         match &self.state {

@@ -56,6 +56,7 @@ fn chunk(direction: Direction, start: u64, end: u64, data: &[u8], total: u32) ->
         total_len: total.max(data.len() as u32),
         payload: Bytes::copy_from_slice(data),
         kernel_ctx: None,
+        tls: false,
     }
 }
 

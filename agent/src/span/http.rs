@@ -98,7 +98,7 @@ pub fn build(ex: &Exchange, ctx: SpanContext, clock: &Clock, opts: SpanOptions) 
                 method: Some(request.method.as_str()),
                 target: Some(&request.target),
                 host: request.host.as_deref(),
-                scheme: "http",
+                scheme: if ex.conn.tls { "https" } else { "http" },
                 version: if request.minor_version == 0 {
                     "1.0"
                 } else {
@@ -118,7 +118,10 @@ pub fn build(ex: &Exchange, ctx: SpanContext, clock: &Clock, opts: SpanOptions) 
                 method: req.method.as_deref(),
                 target: req.path.as_deref(),
                 host: req.authority.as_deref(),
-                scheme: req.scheme.as_deref().unwrap_or("http"),
+                scheme: req
+                    .scheme
+                    .as_deref()
+                    .unwrap_or(if ex.conn.tls { "https" } else { "http" }),
                 version: "2",
                 user_agent: req.user_agent.as_deref(),
                 status: h2.response.as_ref().and_then(|r| r.status),
@@ -310,6 +313,7 @@ mod tests {
                 local: Some("127.0.0.1:8080".parse().expect("addr")),
                 remote: Some("127.0.0.1:41000".parse().expect("addr")),
                 origin: ConnOrigin::Unknown,
+                tls: false,
                 process: Arc::new(ProcessInfo {
                     pid: 1,
                     service_name: "svc".into(),
