@@ -54,7 +54,7 @@ def client(port, traceparent):
         call = channel.unary_unary(f"/{SERVICE}/Unary")
         streaming = channel.unary_stream(f"/{SERVICE}/Stream")
         metadata = (("traceparent", traceparent), ("authorization", SECRET))
-        print("ok", call(b"hello", timeout=10, metadata=metadata), flush=True)
+        print("ok", call(b"hello", timeout=10, metadata=metadata).decode(), flush=True)
         try:
             call(b"missing", timeout=10)
             print("missing: unexpected OK", flush=True)

@@ -580,44 +580,104 @@ pub fn otel_sdk_service(
     listening(guard, port, "tw-sdk")
 }
 
-/// `peers/grpc_service.py server`: grpcio serving `tracewire.test.Echo` (from the peer
-/// virtualenv, where `cargo xtask setup --test-peers` installs grpcio).
-pub fn grpcio_server(dir: &TempDir, service_name: &str) -> Result<PeerServer> {
-    let port = free_port()?;
-    let mut command = Command::new(otel_sdk_python()?);
-    command
-        .arg(crate::peers_dir().join("grpc_service.py"))
-        .args(["server", &port.to_string()])
-        .env("OTEL_SERVICE_NAME", service_name)
-        .env("PYTHONUNBUFFERED", "1");
-    let guard = ChildGuard::spawn("grpcio-server", &mut command, dir.path(), Shutdown::Kill)?;
-    listening(guard, port, service_name)
+/// A gRPC implementation with a server and a client in `tests/peers/`, serving and calling
+/// `tracewire.test.Echo` the same way.
+#[derive(Clone, Copy, Debug)]
+pub enum GrpcPeer {
+    /// `grpc_service.py` on grpcio (C-core), from the peer virtualenv.
+    Grpcio,
+    /// `grpc_node.js` on @grpc/grpc-js (pure JS over Node's http2), from the npm folder.
+    GrpcJs,
 }
 
-/// `peers/grpc_service.py client`: the test's calls to a grpcio server on `port`, over one
-/// channel; `traceparent` goes in the first call's metadata.
-pub fn grpcio_client(
-    dir: &TempDir,
-    service_name: &str,
-    port: u16,
-    traceparent: &str,
-) -> Result<ClientRun> {
-    let python = otel_sdk_python()?;
-    let mut command = Command::new(&python);
+/// The `node_modules` holding the Node peers' npm packages (`TRACEWIRE_NODE_MODULES`, or the
+/// place `cargo xtask setup --test-peers` installs them).
+pub fn node_peer_modules() -> Result<PathBuf> {
+    let modules = std::env::var_os("TRACEWIRE_NODE_MODULES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+            PathBuf::from(home).join(".local/share/tracewire/node-peers/node_modules")
+        });
+    ensure!(
+        modules.join("@grpc/grpc-js").is_dir(),
+        "@grpc/grpc-js is not installed in {}: run `cargo xtask setup --test-peers`",
+        modules.display()
+    );
+    Ok(modules)
+}
+
+impl GrpcPeer {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Grpcio => "grpcio",
+            Self::GrpcJs => "grpc-js",
+        }
+    }
+
+    fn command(self, args: &[String]) -> Result<(Command, PathBuf)> {
+        let (binary, script) = match self {
+            Self::Grpcio => (otel_sdk_python()?, "grpc_service.py"),
+            Self::GrpcJs => (require_tool("node")?, "grpc_node.js"),
+        };
+        let mut command = Command::new(&binary);
+        command.arg(crate::peers_dir().join(script)).args(args);
+        match self {
+            Self::Grpcio => {
+                command.env("PYTHONUNBUFFERED", "1");
+            }
+            Self::GrpcJs => {
+                command.env("NODE_PATH", node_peer_modules()?);
+            }
+        }
+        Ok((command, binary))
+    }
+
+    /// The server, on a free loopback port.
+    pub fn start_server(self, dir: &TempDir, service_name: &str) -> Result<PeerServer> {
+        let port = free_port()?;
+        let (mut command, _) = self.command(&["server".into(), port.to_string()])?;
+        command.env("OTEL_SERVICE_NAME", service_name);
+        let name = format!("{}-server", self.name());
+        let guard = ChildGuard::spawn(&name, &mut command, dir.path(), Shutdown::Kill)?;
+        listening(guard, port, service_name)
+    }
+
+    /// The test's calls to the server on `port`, over one channel; `traceparent` goes in the
+    /// first call's metadata.
+    pub fn run_client(
+        self,
+        dir: &TempDir,
+        service_name: &str,
+        port: u16,
+        traceparent: &str,
+    ) -> Result<ClientRun> {
+        let (mut command, binary) =
+            self.command(&["client".into(), port.to_string(), traceparent.to_string()])?;
+        command.env("OTEL_SERVICE_NAME", service_name);
+        let name = format!("{}-client", self.name());
+        let finished = run_to_completion(&name, &mut command, dir.path(), CLIENT_WAIT)?;
+        Ok(ClientRun {
+            process: ProcessIdentity {
+                pid: finished.pid,
+                service_name: service_name.to_string(),
+                executable_name: executable_name(&binary)?,
+            },
+            stdout: finished.stdout,
+        })
+    }
+}
+
+/// `peers/node_h2.js server`: Node's core `http2`, cleartext (h2c, prior knowledge).
+pub fn node_h2c_server(dir: &TempDir, service_name: &str) -> Result<PeerServer> {
+    let port = free_port()?;
+    let mut command = Command::new(require_tool("node")?);
     command
-        .arg(crate::peers_dir().join("grpc_service.py"))
-        .args(["client", &port.to_string(), traceparent])
-        .env("OTEL_SERVICE_NAME", service_name)
-        .env("PYTHONUNBUFFERED", "1");
-    let finished = run_to_completion("grpcio-client", &mut command, dir.path(), CLIENT_WAIT)?;
-    Ok(ClientRun {
-        process: ProcessIdentity {
-            pid: finished.pid,
-            service_name: service_name.to_string(),
-            executable_name: executable_name(&python)?,
-        },
-        stdout: finished.stdout,
-    })
+        .arg(crate::peers_dir().join("node_h2.js"))
+        .args(["server", &port.to_string()])
+        .env("OTEL_SERVICE_NAME", service_name);
+    let guard = ChildGuard::spawn("node-h2c", &mut command, dir.path(), Shutdown::Kill)?;
+    listening(guard, port, service_name)
 }
 
 /// A self-signed certificate for 127.0.0.1 and localhost, made with the `openssl` tool.

@@ -1,14 +1,21 @@
-//! gRPC over HTTP/2 (h2c): a grpcio client and server, both traced. Unary OK and NOT_FOUND, a
+//! gRPC over HTTP/2 (h2c), each implementation calling its own server (grpcio: C-core;
+//! @grpc/grpc-js: JS over Node's http2), both ends traced. Unary OK and NOT_FOUND, a
 //! server-streaming call, and 20 concurrent calls on one connection must each give exactly one
 //! SERVER and one CLIENT span with the gRPC conventions; `traceparent` sent as gRPC metadata
 //! joins the trace as in HTTP/1; no other metadata value is exported.
+//!
+//! And HTTP/2 without gRPC: curl with prior knowledge to Node's `http2` server gives HTTP spans
+//! with `network.protocol.version` 2.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail, ensure};
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode};
-use tracewire_tests::peers;
-use tracewire_tests::{AgentGuard, Export, OtlpProtocol, OtlpReceiver, SpanRecord, TempDir};
+use tracewire_tests::peers::{self, CurlRun, GrpcPeer};
+use tracewire_tests::{
+    AgentGuard, Exchange, Export, OtlpProtocol, OtlpReceiver, SpanRecord, TempDir, Window,
+    check_exchanges,
+};
 
 const SERVICE: &str = "tracewire.test.Echo";
 const CALLS: usize = 23;
@@ -76,25 +83,24 @@ fn check_rpc_attributes(span: &SpanRecord, port: u16) -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn grpcio_client_to_grpcio_server() -> Result<()> {
-    let dir = TempDir::new("grpcio")?;
+fn client_to_own_server(peer: GrpcPeer) -> Result<()> {
+    let name = peer.name();
+    let dir = TempDir::new(name)?;
     let receiver = OtlpReceiver::start(OtlpProtocol::Grpc)?;
-    let server = peers::grpcio_server(&dir, "tw-grpc-server")?;
+    let server = peer.start_server(&dir, &format!("tw-{name}-server"))?;
     let _agent = AgentGuard::start(Export::Otlp(&receiver), &[server.port], dir.path())?;
 
     let traceparent = format!("00-{TRACE_ID}-{PARENT_ID}-01");
-    let client = peers::grpcio_client(&dir, "tw-grpc-client", server.port, &traceparent)?;
+    let client = peer.run_client(
+        &dir,
+        &format!("tw-{name}-client"),
+        server.port,
+        &traceparent,
+    )?;
     let printed: Vec<&str> = client.stdout.lines().collect();
     ensure!(
-        printed
-            == [
-                "ok b'hello'",
-                "missing NOT_FOUND",
-                "stream 3",
-                "concurrent 20"
-            ],
-        "grpcio client printed {printed:?}"
+        printed == ["ok hello", "missing NOT_FOUND", "stream 3", "concurrent 20"],
+        "{name} client printed {printed:?}"
     );
 
     let servers = spans_of(&receiver, server.serving.pid, SpanKind::Server, CALLS)?;
@@ -164,4 +170,56 @@ fn grpcio_client_to_grpcio_server() -> Result<()> {
         .ok_or_else(|| anyhow::anyhow!("no client span in trace {TRACE_ID}"))?;
     ensure!(hex(&client_span.span.span_id) == PARENT_ID, "{client_span}");
     Ok(())
+}
+
+#[test]
+fn grpcio_client_to_grpcio_server() -> Result<()> {
+    client_to_own_server(GrpcPeer::Grpcio)
+}
+
+#[test]
+fn grpc_js_client_to_grpc_js_server() -> Result<()> {
+    client_to_own_server(GrpcPeer::GrpcJs)
+}
+
+#[test]
+fn curl_http2_prior_knowledge_to_node_h2c_server() -> Result<()> {
+    const USER_AGENT: &str = "tracewire-e2e-curl-h2/1.0";
+    let dir = TempDir::new("h2c")?;
+    let receiver = OtlpReceiver::start(OtlpProtocol::Grpc)?;
+    let server = peers::node_h2c_server(&dir, "tw-node-h2c")?;
+    let _agent = AgentGuard::start(Export::Otlp(&receiver), &[server.port], dir.path())?;
+    let window = Window::open();
+
+    // One curl per request: curl 7.88 cannot reuse a prior-knowledge connection.
+    let requests = [("/ok", 200), ("/missing", 404), ("/fail", 500)];
+    let mut runs: Vec<CurlRun> = Vec::new();
+    for (path, status) in requests {
+        let run = peers::curl(
+            &dir,
+            &server.url(path),
+            &["--http2-prior-knowledge", "--user-agent", USER_AGENT],
+        )?;
+        ensure!(
+            run.status == status,
+            "curl {path}: {} instead of {status}",
+            run.status
+        );
+        runs.push(run);
+    }
+    let exchanges: Vec<Exchange<'_>> = requests
+        .iter()
+        .zip(&runs)
+        .map(|(&(path, status), run)| Exchange {
+            method: "GET",
+            path,
+            status,
+            server: &server,
+            client: &run.process,
+            client_port: Some(run.local_port),
+            protocol_version: "2",
+            user_agent: USER_AGENT,
+        })
+        .collect();
+    check_exchanges(&receiver, &exchanges, window)
 }

@@ -214,7 +214,8 @@ fn test(fuzz_secs: Option<u64>, no_lint: bool) -> Result<()> {
                 "--test-threads=1",
             ])
             .env("TRACEWIRE_BIN", agent_binary())
-            .env("TRACEWIRE_OTEL_PYTHON", setup::otel_sdk_python()),
+            .env("TRACEWIRE_OTEL_PYTHON", setup::otel_sdk_python())
+            .env("TRACEWIRE_NODE_MODULES", setup::node_peer_modules()),
         "end-to-end tests (real agent, real eBPF, real peers)",
         "an end-to-end test failed: its output above shows the agent's log and what the receiver got",
     )?;

@@ -145,6 +145,7 @@ fn apt(test_peers: bool) -> Result<()> {
             ("go", "golang-go"),
             ("curl", "curl"),
             ("node", "nodejs"),
+            ("npm", "npm"),
             ("javac", "openjdk-17-jdk-headless"),
             ("python3", "python3"),
             ("openssl", "openssl"),
@@ -258,6 +259,33 @@ fn otel_sdk() -> Result<()> {
     Ok(())
 }
 
+/// npm packages of the Node peers, pinned, in a folder kept at a stable place.
+pub const NODE_PEER_PACKAGES: [&str; 1] = ["@grpc/grpc-js@1.14.7"];
+
+/// The `node_modules` the Node peers load their npm packages from (their NODE_PATH).
+pub fn node_peer_modules() -> PathBuf {
+    home().join(".local/share/tracewire/node-peers/node_modules")
+}
+
+fn node_peers() -> Result<()> {
+    let modules = node_peer_modules();
+    let installed = std::fs::read_to_string(modules.join("@grpc/grpc-js/package.json"))
+        .is_ok_and(|p| p.contains("\"version\": \"1.14.7\""));
+    if installed {
+        return Ok(());
+    }
+    let prefix = modules.parent().unwrap_or(&modules).to_path_buf();
+    std::fs::create_dir_all(&prefix)?;
+    run(
+        Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&prefix)
+            .args(NODE_PEER_PACKAGES),
+        "installing @grpc/grpc-js (Node gRPC tests)",
+        "check that the npm registry is reachable",
+    )
+}
+
 /// The agent mounts tracefs itself; set-up does it too so that tools like bpftool see it.
 fn tracefs() -> Result<()> {
     if Path::new("/sys/kernel/tracing/events").is_dir() {
@@ -282,6 +310,7 @@ pub fn setup(test_peers: bool) -> Result<()> {
     if test_peers {
         cargo_fuzz()?;
         otel_sdk()?;
+        node_peers()?;
     }
     // Not fatal: without root the agent cannot run anyway, and says so.
     if let Err(e) = tracefs() {

@@ -190,6 +190,11 @@ pub fn run(capture: &CaptureConfig) -> Vec<Finding> {
         super::check_injection(capture).map_err(|e| chain(&e)),
     ));
     out.push(finding(
+        "TLS (OpenSSL)",
+        false,
+        super::check_tls(capture).map_err(|e| chain(&e)),
+    ));
+    out.push(finding(
         "agent programs",
         true,
         super::Capture::start(capture)

@@ -566,6 +566,21 @@ pub fn check_injection(cfg: &CaptureConfig) -> Result<String, CaptureError> {
     Ok("sock_ops, sk_msg and the context stage load: --inject-cgroup works".into())
 }
 
+/// `tracewire check`: do the OpenSSL uprobe programs load, and which libssl would they go on?
+/// Nothing is attached.
+pub fn check_tls(cfg: &CaptureConfig) -> Result<String, CaptureError> {
+    let (mut ebpf, ..) = load_object(cfg, false)?;
+    tls::TlsProbes::load(&mut ebpf)?;
+    let files = tls::system_libssl();
+    Ok(if files.is_empty() {
+        "uprobes load; no system libssl found (libssl copies in containers are found at run time)"
+            .to_string()
+    } else {
+        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        format!("uprobes load; HTTPS through {} is traced", names.join(", "))
+    })
+}
+
 /// Loads (does not attach) the injection programs; returns the context stage's fd.
 fn load_injection(ebpf: &mut Ebpf) -> Result<aya::programs::ProgramFd, CaptureError> {
     let stage: &mut TracePoint = program(ebpf, "tw_data_ctx")?;

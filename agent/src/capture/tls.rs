@@ -156,7 +156,7 @@ fn attach_file(ebpf: &mut Ebpf, path: &Path) -> Result<usize, CaptureError> {
 }
 
 /// The distribution's libssl, wherever the usual library directories have it.
-fn system_libssl() -> Vec<PathBuf> {
+pub fn system_libssl() -> Vec<PathBuf> {
     let mut found = Vec::new();
     for dir in [
         "/usr/lib/x86_64-linux-gnu",
@@ -170,8 +170,13 @@ fn system_libssl() -> Vec<PathBuf> {
             continue;
         };
         for e in entries.flatten() {
-            if is_libssl_name(&e.file_name().to_string_lossy()) {
-                found.push(e.path());
+            if !is_libssl_name(&e.file_name().to_string_lossy()) {
+                continue;
+            }
+            // /lib is /usr/lib on merged-/usr systems: one file, listed once.
+            let path = e.path().canonicalize().unwrap_or_else(|_| e.path());
+            if !found.contains(&path) {
+                found.push(path);
             }
         }
     }

@@ -84,6 +84,22 @@ impl H2Conn {
         }
     }
 
+    /// A connection seen from its start whose first bytes were frames going `direction`:
+    /// servers send their SETTINGS without waiting for the client's preface, so that direction
+    /// is the server's, and the preface is still to come the other way.
+    pub fn from_server_frames(direction: Direction) -> Self {
+        let (role, client_dir) = match direction {
+            Direction::Egress => (Role::Server, Direction::Ingress),
+            Direction::Ingress => (Role::Client, Direction::Egress),
+        };
+        H2Conn {
+            role: Some(role),
+            ingress: Http2Direction::from_start(client_dir == Direction::Ingress),
+            egress: Http2Direction::from_start(client_dir == Direction::Egress),
+            streams: HashMap::new(),
+        }
+    }
+
     /// A connection joined in the middle.
     pub fn joined() -> Self {
         H2Conn {

@@ -463,8 +463,17 @@ impl Connection {
             } else if !http1::looks_like_request(&chunk.payload)
                 && http2::starts_with_frame(&chunk.payload)
             {
-                // Frames without the preface: a connection open before the agent started.
-                self.h2 = Some(Box::new(H2Conn::joined()));
+                let from_start = matches!(
+                    self.meta.origin,
+                    ConnOrigin::Accepted | ConnOrigin::Connected
+                ) && self.undetected_chunks == 0;
+                self.h2 = Some(Box::new(if from_start {
+                    // The first bytes of a new connection: the server's SETTINGS.
+                    H2Conn::from_server_frames(chunk.direction)
+                } else {
+                    // Frames without the preface: a connection open before the agent started.
+                    H2Conn::joined()
+                }));
             }
         }
         if let Some(h2) = self.h2.as_mut() {

@@ -401,3 +401,31 @@ fn grpc_server_joined_midway_reports_only_what_it_knows() {
         );
     }
 }
+
+#[test]
+fn h2_server_that_speaks_first_is_followed_from_the_start() {
+    const CURL: &[u8] = include_bytes!("../protocol/fixtures/http2/curl_h2c_client.h2");
+    const NODE: &[u8] = include_bytes!("../protocol/fixtures/http2/node_h2c_server.h2");
+    let mut t = table();
+    open(&mut t, ConnOrigin::Accepted);
+    let mut out = Vec::new();
+    // Node writes its SETTINGS as soon as it accepts, before reading the client's preface.
+    let settings = 9 + usize::from(NODE[2]);
+    t.data(
+        chunk(Direction::Egress, 1, 2, &NODE[..settings], 0),
+        &mut out,
+    );
+    t.data(chunk(Direction::Ingress, 3, 4, CURL, 0), &mut out);
+    t.data(
+        chunk(Direction::Egress, 5, 6, &NODE[settings..], 0),
+        &mut out,
+    );
+    let done = finished(&out);
+    assert_eq!(done.len(), 1, "{out:?}");
+    assert_eq!(done[0].role, Role::Server);
+    let h2 = h2(done[0]);
+    assert_eq!(h2.request.method.as_deref(), Some("GET"));
+    assert_eq!(h2.request.path.as_deref(), Some("/a/b?secret=1"));
+    assert!(h2.request.complete);
+    assert_eq!(h2.response.as_ref().and_then(|r| r.status), Some(200));
+}
