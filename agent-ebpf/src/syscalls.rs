@@ -261,7 +261,11 @@ pub fn submit_staged(cfg: &ProbeConfig, scratch: &mut Scratch) -> bool {
     true
 }
 
-/// The socket behind `fd` if it is one we trace, classifying it on first sight.
+/// The socket behind `fd` if its bytes are to be captured, classifying it on first sight.
+///
+/// A syscall OpenSSL makes inside SSL_read/SSL_write (see `tls`) names that call's socket and
+/// is not captured: it is ciphertext, and so is anything later on a socket marked TLS. Only
+/// sockets pay for that check: reads and writes on files and pipes stay at two lookups.
 #[inline(always)]
 fn traced_sock(cfg: &ProbeConfig, pid_tgid: u64, fd: u32) -> Option<u64> {
     let key = FdKey {
@@ -270,17 +274,25 @@ fn traced_sock(cfg: &ProbeConfig, pid_tgid: u64, fd: u32) -> Option<u64> {
     };
     // SAFETY: map lookups as above.
     if let Some(info) = unsafe { SOCKETS.get(&key) } {
-        // A TLS socket's syscall bytes are ciphertext: its plaintext comes from OpenSSL.
-        if info.flags & SOCK_TLS != 0 {
+        let (sock, flags) = (info.sock, info.flags);
+        if tls::inside_ssl_call(pid_tgid, fd) {
+            let _ = tls_sock(cfg, pid_tgid, fd);
             return None;
         }
-        return Some(info.sock);
+        if flags & SOCK_TLS != 0 {
+            return None;
+        }
+        return Some(sock);
     }
     // SAFETY: as above.
     if unsafe { IGNORED.get(&key) }.is_some() {
         return None;
     }
     if !process_selected(cfg, key.tgid) {
+        return None;
+    }
+    if tls::inside_ssl_call(pid_tgid, fd) {
+        let _ = tls_sock(cfg, pid_tgid, fd);
         return None;
     }
     track(cfg, pid_tgid, fd, ConnOrigin::Unknown)
@@ -374,11 +386,6 @@ fn enter_data(ctx: &TracePointContext, kind: u32, direction: Direction) -> u32 {
         return 0;
     }
     let fd = arg(ctx, 0) as u32;
-    if tls::inside_ssl_call(pid_tgid, fd) {
-        // OpenSSL's own ciphertext: name the socket, capture nothing.
-        let _ = tls_sock(cfg, pid_tgid, fd);
-        return 0;
-    }
     let Some(sk) = traced_sock(cfg, pid_tgid, fd) else {
         return 0;
     };

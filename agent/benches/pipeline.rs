@@ -1,6 +1,7 @@
 //! Hot stages of the user-space pipeline, with captured bytes from real peers:
-//! HTTP/1 head parsing, and reassembly + trace context + span building for whole keep-alive
-//! exchanges (the work per traced request after the ring buffer). Run by `cargo xtask bench`.
+//! HTTP/1 head parsing, HTTP/2 frames + HPACK, and reassembly + trace context + span building
+//! for whole keep-alive exchanges and for gRPC calls multiplexed on one connection (the work per
+//! traced request after the ring buffer). Run by `cargo xtask bench`.
 use std::hint::black_box;
 
 use agent_common::{ConnOrigin, Direction};
@@ -12,7 +13,7 @@ use tracewire::{
         event::{ConnOpen, DataChunk},
         process::ProcessCache,
     },
-    protocol::http1,
+    protocol::{http1, http2::Http2Direction},
     reassembly::{ConnTable, Limits, Notice},
     span::{
         Clock,
@@ -24,6 +25,10 @@ use tracewire::{
 const REQUEST: &[u8] = include_bytes!("../src/protocol/fixtures/http1/curl_get.req");
 const PY_REQUEST: &[u8] = include_bytes!("../src/protocol/fixtures/http1/python_requests_post.req");
 const RESPONSE: &[u8] = include_bytes!("../src/protocol/fixtures/http1/nginx_200.resp");
+/// 23 gRPC calls on one connection, both directions (grpcio).
+const GRPC_CLIENT: &[u8] = include_bytes!("../src/protocol/fixtures/http2/grpcio_client.h2");
+const GRPC_SERVER: &[u8] = include_bytes!("../src/protocol/fixtures/http2/grpcio_server.h2");
+const GRPC_CALLS: u64 = 23;
 
 fn parse(c: &mut Criterion) {
     let mut g = c.benchmark_group("http1_parse");
@@ -36,6 +41,18 @@ fn parse(c: &mut Criterion) {
     });
     g.bench_function("response_nginx", |b| {
         b.iter(|| black_box(http1::parse_response(black_box(RESPONSE))))
+    });
+    g.finish();
+    let mut g = c.benchmark_group("http2_decode");
+    // Per call: its request headers, DATA and END_STREAM, as a gRPC client writes them.
+    g.throughput(Throughput::Elements(GRPC_CALLS));
+    g.bench_function("grpcio_client_23_calls", |b| {
+        b.iter(|| {
+            let mut dir = Http2Direction::from_start(true);
+            let mut events = 0usize;
+            dir.feed(black_box(GRPC_CLIENT), 0, &mut |_| events += 1);
+            black_box(events)
+        })
     });
     g.finish();
 }
@@ -102,12 +119,81 @@ fn exchanges_to_spans(n: u64) -> usize {
     spans
 }
 
+/// Events -> spans for `conns` gRPC client connections of 23 calls each.
+fn grpc_calls_to_spans(conns: u32) -> usize {
+    let mut table = ConnTable::new(Limits::default(), ProcessCache::new(16, false));
+    let mut contexts = ContextTracker::new(1024);
+    let clock = Clock::new();
+    let mut out = Vec::with_capacity(32);
+    let mut spans = 0;
+    for c in 0..conns {
+        let key = ConnKey {
+            tgid: std::process::id(),
+            sock: 0xffff_0000 + u64::from(c),
+        };
+        table.open(
+            ConnOpen {
+                key,
+                fd: 5,
+                origin: ConnOrigin::Connected,
+                ts_ns: 1,
+                local: "127.0.0.1:50000".parse().unwrap_or_else(|_| unreachable!()),
+                remote: "127.0.0.1:50051".parse().unwrap_or_else(|_| unreachable!()),
+                comm: "bench".into(),
+            },
+            &mut out,
+        );
+        for (direction, bytes, start) in [
+            (Direction::Egress, GRPC_CLIENT, 10),
+            (Direction::Ingress, GRPC_SERVER, 60),
+        ] {
+            let payload = Bytes::from_static(bytes);
+            table.data(
+                DataChunk {
+                    key,
+                    tid: 7,
+                    direction,
+                    start_ns: start,
+                    end_ns: start + 10,
+                    total_len: payload.len() as u32,
+                    payload,
+                    kernel_ctx: None,
+                    tls: false,
+                },
+                &mut out,
+            );
+            for notice in out.drain(..) {
+                match notice {
+                    Notice::Started(req) => contexts.start(&req),
+                    Notice::Finished(ex) => {
+                        if let Some(ctx) = contexts.finish(ex.id, ex.conn.process.pid) {
+                            black_box(build(&ex, ctx, &clock, SpanOptions::default()));
+                            spans += 1;
+                        }
+                    }
+                    Notice::Abandoned { .. } => {}
+                }
+            }
+        }
+        table.close(key, 5, &mut out);
+        out.clear();
+    }
+    spans
+}
+
 fn pipeline(c: &mut Criterion) {
     let mut g = c.benchmark_group("pipeline");
     const N: u64 = 1000;
     g.throughput(Throughput::Elements(N));
     g.bench_function("events_to_spans_keepalive", |b| {
         b.iter(|| black_box(exchanges_to_spans(N)))
+    });
+    g.finish();
+    let mut g = c.benchmark_group("pipeline_grpc");
+    const CONNS: u32 = 40;
+    g.throughput(Throughput::Elements(u64::from(CONNS) * GRPC_CALLS));
+    g.bench_function("events_to_spans_grpc_23_calls_per_connection", |b| {
+        b.iter(|| black_box(grpc_calls_to_spans(CONNS)))
     });
     g.finish();
 }

@@ -4,9 +4,14 @@
 //
 //   node grpc_node.js server PORT               serve tracewire.test.Echo until killed
 //   node grpc_node.js client PORT TRACEPARENT   the test's calls over one channel, then exit
+//   node grpc_node.js proxy PORT URL N          call Proxy(URL) N times in turn, print each status
+//
+// `Proxy` answers after GETting the URL in its request with core `http`: a gRPC server that
+// calls another service while it serves.
 'use strict';
 
 const grpc = require('@grpc/grpc-js');
+const http = require('http');
 
 const SERVICE = 'tracewire.test.Echo';
 const raw = { serialize: (b) => b, deserialize: (b) => b };
@@ -18,6 +23,11 @@ const definition = {
   },
   Stream: {
     path: `/${SERVICE}/Stream`, requestStream: false, responseStream: true,
+    requestSerialize: raw.serialize, requestDeserialize: raw.deserialize,
+    responseSerialize: raw.serialize, responseDeserialize: raw.deserialize,
+  },
+  Proxy: {
+    path: `/${SERVICE}/Proxy`, requestStream: false, responseStream: false,
     requestSerialize: raw.serialize, requestDeserialize: raw.deserialize,
     responseSerialize: raw.serialize, responseDeserialize: raw.deserialize,
   },
@@ -36,6 +46,12 @@ function serve(port) {
     Stream: (call) => {
       for (let i = 0; i < 3; i++) call.write(call.request);
       call.end();
+    },
+    Proxy: (call, callback) => {
+      http.get(call.request.toString(), (res) => {
+        res.resume();
+        res.on('end', () => callback(null, Buffer.from(String(res.statusCode))));
+      }).on('error', (e) => callback({ code: grpc.status.UNAVAILABLE, details: String(e) }));
     },
   });
   server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err) => {
@@ -78,9 +94,27 @@ async function run(port, traceparent) {
   client.close();
 }
 
-const [mode, port, traceparent] = process.argv.slice(2);
+async function proxy(port, url, n) {
+  const Client = grpc.makeGenericClientConstructor(definition, SERVICE);
+  const client = new Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+  for (let i = 0; i < n; i++) {
+    const status = await new Promise((resolve) => {
+      client.Proxy(Buffer.from(url), (err, reply) => resolve(err ? grpc.status[err.code] : reply.toString()));
+    });
+    console.log(status);
+  }
+  await new Promise((r) => setTimeout(r, 200));
+  client.close();
+}
+
+const [mode, port, traceparent, count] = process.argv.slice(2);
 if (mode === 'server') {
   serve(Number(port));
+} else if (mode === 'proxy') {
+  proxy(Number(port), traceparent, Number(count)).catch((e) => {
+    console.error(e);
+    process.exit(1);
+  });
 } else if (mode === 'client') {
   run(Number(port), traceparent).catch((e) => {
     console.error(e);

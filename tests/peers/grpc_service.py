@@ -3,6 +3,8 @@
     grpc_service.py server PORT        serves tracewire.test.Echo until killed
     grpc_service.py client PORT TRACEPARENT
                                        runs the test's calls over one channel, then exits
+    grpc_service.py late PORT GO_FILE  3 Unary calls, prints "first", waits for GO_FILE to
+                                       exist, then 5 more Unary calls on the same channel
 
 Service `tracewire.test.Echo`:
 - `Unary`: echoes the request; a request of b"missing" ends with NOT_FOUND.
@@ -67,11 +69,33 @@ def client(port, traceparent):
         time.sleep(0.2)
 
 
+def late(port, go_file):
+    """A connection that outlives an agent start: its HPACK table predates the agent."""
+    import os
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary(f"/{SERVICE}/Unary")
+        for i in range(3):
+            call(b"before %d" % i, timeout=10)
+        print("first", flush=True)
+        deadline = time.time() + 60
+        while not os.path.exists(go_file):
+            if time.time() > deadline:
+                sys.exit("GO_FILE never appeared")
+            time.sleep(0.05)
+        for i in range(5):
+            call(b"after %d" % i, timeout=10)
+        print("done", flush=True)
+        time.sleep(0.2)
+
+
 if __name__ == "__main__":
     mode, port = sys.argv[1], int(sys.argv[2])
     if mode == "server":
         serve(port)
     elif mode == "client":
         client(port, sys.argv[3])
+    elif mode == "late":
+        late(port, sys.argv[3])
     else:
         sys.exit(f"unknown mode {mode}")

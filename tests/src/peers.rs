@@ -643,6 +643,56 @@ impl GrpcPeer {
         listening(guard, port, service_name)
     }
 
+    /// The grpcio client that makes 3 calls, prints `first`, waits for `go_file`, then makes 5
+    /// more on the same connection: a connection older than an agent started in between.
+    pub fn spawn_late_client(self, dir: &TempDir, port: u16, go_file: &Path) -> Result<ChildGuard> {
+        ensure!(
+            matches!(self, Self::Grpcio),
+            "only the grpcio peer has the late client"
+        );
+        let (mut command, _) = self.command(&[
+            "late".into(),
+            port.to_string(),
+            go_file.display().to_string(),
+        ])?;
+        ChildGuard::spawn("grpcio-late", &mut command, dir.path(), Shutdown::Kill)
+    }
+
+    /// `n` sequential `Proxy(url)` calls (grpc-js only): the server GETs `url` while serving
+    /// each. Returns the client run; it printed the downstream status per call.
+    pub fn run_proxy_client(
+        self,
+        dir: &TempDir,
+        port: u16,
+        url: &str,
+        n: usize,
+    ) -> Result<ClientRun> {
+        ensure!(
+            matches!(self, Self::GrpcJs),
+            "only the grpc-js peer has Proxy"
+        );
+        let (mut command, binary) = self.command(&[
+            "proxy".into(),
+            port.to_string(),
+            url.to_string(),
+            n.to_string(),
+        ])?;
+        let finished = run_to_completion(
+            "grpc-js-proxy-client",
+            &mut command,
+            dir.path(),
+            CLIENT_WAIT,
+        )?;
+        Ok(ClientRun {
+            process: ProcessIdentity {
+                pid: finished.pid,
+                service_name: "node".to_string(),
+                executable_name: executable_name(&binary)?,
+            },
+            stdout: finished.stdout,
+        })
+    }
+
     /// The test's calls to the server on `port`, over one channel; `traceparent` goes in the
     /// first call's metadata.
     pub fn run_client(

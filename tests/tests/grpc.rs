@@ -223,3 +223,115 @@ fn curl_http2_prior_knowledge_to_node_h2c_server() -> Result<()> {
         .collect();
     check_exchanges(&receiver, &exchanges, window)
 }
+
+/// A gRPC server that calls an HTTP service while serving: each HTTP CLIENT span it makes is a
+/// child of the gRPC SERVER span of the call being served (in-process link, as for HTTP/1).
+#[test]
+fn grpc_js_server_calling_http_links_its_calls() -> Result<()> {
+    const CALLS: usize = 3;
+    let dir = TempDir::new("grpc-js-proxy")?;
+    let receiver = OtlpReceiver::start(OtlpProtocol::Grpc)?;
+    let backend = peers::python_http_server(&dir, "tw-backend")?;
+    let server = GrpcPeer::GrpcJs.start_server(&dir, "tw-grpc-js-proxy")?;
+    let _agent = AgentGuard::start(
+        Export::Otlp(&receiver),
+        &[server.port, backend.port],
+        dir.path(),
+    )?;
+    let client =
+        GrpcPeer::GrpcJs.run_proxy_client(&dir, server.port, &backend.url("/ok.html"), CALLS)?;
+    ensure!(
+        client.stdout.lines().collect::<Vec<_>>() == ["200"; CALLS],
+        "proxy client printed {:?}",
+        client.stdout
+    );
+    let grpc_servers = spans_of(&receiver, server.serving.pid, SpanKind::Server, CALLS)?;
+    let http_clients = spans_of(&receiver, server.serving.pid, SpanKind::Client, CALLS)?;
+    for span in &grpc_servers {
+        ensure!(span.span.name == format!("{SERVICE}/Proxy"), "{span}");
+    }
+    for call in &http_clients {
+        let parent = grpc_servers
+            .iter()
+            .find(|s| s.span.span_id == call.span.parent_span_id)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "HTTP call without its gRPC parent: {call}\n{}",
+                    receiver.report()
+                )
+            })?;
+        ensure!(parent.span.trace_id == call.span.trace_id, "{call}");
+        ensure!(
+            parent.start() <= call.start() && call.end() <= parent.end(),
+            "the call is not inside the request it was made for:\n  {parent}\n  {call}"
+        );
+    }
+    Ok(())
+}
+
+/// A gRPC connection opened before the agent started: its HPACK table holds entries the agent
+/// never saw. Every call made after the start must still give one span per end, with only what
+/// is known — never a wrong service, method or status — marked incomplete when fields are
+/// missing, and the count on /metrics.
+#[test]
+fn grpc_connection_older_than_the_agent_is_reported_honestly() -> Result<()> {
+    const AFTER: usize = 5;
+    let dir = TempDir::new("grpc-late")?;
+    let receiver = OtlpReceiver::start(OtlpProtocol::Grpc)?;
+    let server = GrpcPeer::Grpcio.start_server(&dir, "tw-grpc-late-server")?;
+    let go = dir.join("go");
+    let mut client = GrpcPeer::Grpcio.spawn_late_client(&dir, server.port, &go)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !client.stdout_text()?.contains("first") {
+        if Instant::now() > deadline {
+            bail!("late client never made its first calls\n{}", client.logs());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let agent = AgentGuard::start(Export::Otlp(&receiver), &[server.port], dir.path())?;
+    std::fs::write(&go, "")?;
+    let status = client
+        .wait_timeout(Duration::from_secs(30))?
+        .ok_or_else(|| anyhow::anyhow!("late client did not finish\n{}", client.logs()))?;
+    ensure!(status.success(), "late client failed\n{}", client.logs());
+
+    let servers = spans_of(&receiver, server.serving.pid, SpanKind::Server, AFTER)?;
+    let clients = spans_of(&receiver, client.pid(), SpanKind::Client, AFTER)?;
+    let mut incomplete = 0;
+    for span in servers.iter().chain(&clients) {
+        match span.span.name.as_str() {
+            "tracewire.test.Echo/Unary" => {
+                ensure!(span.attr_str("rpc.service") == Some(SERVICE), "{span}");
+                ensure!(span.attr_str("rpc.method") == Some("Unary"), "{span}");
+            }
+            "grpc" => ensure!(span.attr("rpc.service").is_none(), "{span}"),
+            other => bail!("span named {other:?} from a joined connection: {span}"),
+        }
+        ensure!(span.attr_str("rpc.system") == Some("grpc"), "{span}");
+        if let Some(code) = span.attr_int("rpc.grpc.status_code") {
+            ensure!(code == 0, "{span}");
+        }
+        // All calls succeeded: an unknown status is not reported as a failure.
+        ensure!(span.status_code() == StatusCode::Unset, "{span}");
+        if span.attr_str("tracewire.incomplete") == Some("header_fields_unknown") {
+            incomplete += 1;
+        } else {
+            ensure!(
+                span.span.name != "grpc" && span.attr_int("rpc.grpc.status_code").is_some(),
+                "fields missing without the incomplete mark: {span}"
+            );
+        }
+    }
+    let text = agent.metrics()?;
+    let counted = tracewire_tests::metrics::value(
+        &text,
+        "tracewire_dropped_total",
+        "reason=\"header_fields_unknown\"",
+    )
+    .unwrap_or(0.0);
+    ensure!(
+        (incomplete == 0) == (counted == 0.0),
+        "{incomplete} incomplete spans, header_fields_unknown = {counted}"
+    );
+    Ok(())
+}

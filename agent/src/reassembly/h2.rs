@@ -29,6 +29,9 @@ pub struct Http2Exchange {
     pub reset: Option<u32>,
     /// The peer's GOAWAY said this stream would not be processed.
     pub refused: bool,
+    /// A response block (headers or trailers) could not be wholly decoded: an absent status
+    /// may have been there.
+    pub response_incomplete: bool,
 }
 
 impl Http2Exchange {
@@ -291,6 +294,7 @@ impl H2Conn {
         let fields = fields.unwrap_or_default();
         if !fields.complete {
             TELEMETRY.drop(Drop::HeaderFieldsUnknown);
+            open.exchange.response_incomplete = true;
         }
         match &open.exchange.response {
             // 1xx are interim: the real response follows.

@@ -126,7 +126,7 @@ pub fn build(ex: &Exchange, ctx: SpanContext, clock: &Clock, opts: SpanOptions) 
                 user_agent: req.user_agent.as_deref(),
                 status: h2.response.as_ref().and_then(|r| r.status),
                 ended_by: h2.ended_by(),
-                incomplete: !req.complete,
+                incomplete: !req.complete || h2.response_incomplete,
             };
             build_http(ex, &view, ctx, clock, opts)
         }

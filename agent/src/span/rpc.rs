@@ -77,12 +77,15 @@ pub fn build(
             attrs.push(Attribute::str(sc::RPC_RESPONSE_STATUS_CODE, name));
         }
     }
-    if !h2.request.complete {
+    if !h2.request.complete || h2.response_incomplete {
         attrs.push(Attribute::str(
             sc::TRACEWIRE_INCOMPLETE,
             "header_fields_unknown",
         ));
     }
+    // No status because the trailers could not be decoded is not knowledge of a failure.
+    let status_unknown =
+        h2.grpc_status.is_none() && h2.response_incomplete && h2.ended_by().is_none();
     let authority = h2.request.authority.as_deref().and_then(split_authority);
     let (kind, is_error) = match ex.role {
         Role::Server => {
@@ -106,7 +109,7 @@ pub fn build(
             }
             (
                 SpanKind::Server,
-                h2.grpc_status.is_none_or(grpc::server_error),
+                !status_unknown && h2.grpc_status.is_none_or(grpc::server_error),
             )
         }
         Role::Client => {
@@ -126,7 +129,7 @@ pub fn build(
             }
             (
                 SpanKind::Client,
-                h2.grpc_status.is_none_or(grpc::client_error),
+                !status_unknown && h2.grpc_status.is_none_or(grpc::client_error),
             )
         }
     };
