@@ -58,10 +58,13 @@ pub enum Drop {
     /// A TLS connection whose plaintext the agent could not see (a TLS library other than
     /// OpenSSL: Go, Java, rustls, Node's memory BIOs): no spans for it.
     TlsOpaque,
+    /// A connection that carried TLS handshake records and no encrypted data: a port probe, a
+    /// failed handshake, a TLS client talking to a plaintext server.
+    TlsHandshakeOnly,
 }
 
 impl Drop {
-    pub const ALL: [Drop; 23] = [
+    pub const ALL: [Drop; 24] = [
         Drop::KernelRingFull,
         Drop::EventQueueFull,
         Drop::MalformedRecord,
@@ -85,6 +88,7 @@ impl Drop {
         Drop::KernelContextMismatch,
         Drop::HeaderFieldsUnknown,
         Drop::TlsOpaque,
+        Drop::TlsHandshakeOnly,
     ];
 
     pub fn label(self) -> &'static str {
@@ -112,6 +116,7 @@ impl Drop {
             Drop::KernelContextMismatch => "kernel_context_mismatch",
             Drop::HeaderFieldsUnknown => "header_fields_unknown",
             Drop::TlsOpaque => "tls_opaque",
+            Drop::TlsHandshakeOnly => "tls_handshake_only",
         }
     }
 }

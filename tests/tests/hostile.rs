@@ -428,7 +428,14 @@ fn hostile_traffic_is_dropped_by_reason_and_tracing_goes_on() -> Result<()> {
     )?;
     // Too short for the detection window, but still counted when it closes, on both ends.
     let before = attack(&mut agent, "TLS ClientHello", || tls_client_hello(addr))?;
-    expect_drops(&agent, &before, "TLS ClientHello", &[("not_http", 2.0)])?;
+    // Both ends saw a handshake record and nothing encrypted after it (python answered in
+    // plaintext): counted as such, not as unreadable TLS and not as HTTP.
+    expect_drops(
+        &agent,
+        &before,
+        "TLS ClientHello",
+        &[("tls_handshake_only", 2.0)],
+    )?;
     let before = attack(&mut agent, "cut head", || cut_head(addr))?;
     expect_drops(
         &agent,

@@ -291,8 +291,14 @@ impl ConnTable {
         }
         // Bytes were seen but never recognised as HTTP/1 (e.g. a TLS handshake that ended
         // before the detection window): count the connection rather than forget it silently.
-        if conn.tls_app_data && !conn.meta.tls {
-            TELEMETRY.drop(Drop::TlsOpaque);
+        if conn.tls_records && !conn.meta.tls {
+            // Encrypted traffic the agent could not read, or a handshake that carried none (a
+            // port probe, a failed handshake, a TLS client at a plaintext server).
+            TELEMETRY.drop(if conn.tls_app_data {
+                Drop::TlsOpaque
+            } else {
+                Drop::TlsHandshakeOnly
+            });
         } else if conn.role.is_none()
             && conn.undetected_chunks > 0
             && !conn.ignored
