@@ -26,6 +26,8 @@ pub enum EventKind {
     ProcessEnv = 4,
     /// A process that had tracked connections exited: its sockets were closed without close(2).
     ProcessExit = 5,
+    /// The TLS plaintext a thread wrote last ([`DATA_TLS_UNBOUND`]) belongs to this socket.
+    TlsBind = 6,
 }
 
 /// Bytes of a process's environment block sent with [`EventKind::ProcessEnv`].
@@ -229,6 +231,9 @@ pub struct SockInfo {
 pub const SOCK_TLS: u32 = 1;
 /// `EventHeader::flags` of a data record: the payload is TLS plaintext (from OpenSSL).
 pub const DATA_TLS: u8 = 1;
+/// With [`DATA_TLS`]: plaintext an SSL_write produced before its socket is known (memory BIO);
+/// a [`EventKind::TlsBind`] record of the same thread names the socket right after.
+pub const DATA_TLS_UNBOUND: u8 = 2;
 
 pub const BODY_UNKNOWN: u32 = u32::MAX;
 
@@ -277,8 +282,11 @@ pub enum KernelCounter {
     /// OpenSSL calls whose socket was never seen (e.g. data already buffered by a call the
     /// agent missed): their plaintext is lost.
     TlsNoSocket = 16,
+    /// OpenSSL calls behind a memory BIO (Node) tied to their socket by the thread's socket
+    /// read just before (SSL_read) or write just after (SSL_write).
+    TlsInferred = 17,
 }
-pub const KERNEL_COUNTERS: u32 = 17;
+pub const KERNEL_COUNTERS: u32 = 18;
 
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 48);
 const _: () = assert!(core::mem::size_of::<ConnTuple>() == 40);

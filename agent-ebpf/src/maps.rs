@@ -209,3 +209,33 @@ pub static TLS_CALLS: LruHashMap<u64, TlsCall> = LruHashMap::with_max_entries(16
 /// SSL_write (a socket BIO reads and writes on the caller's thread). Keyed by [tgid, SSL *].
 #[map]
 pub static SSL_FDS: LruHashMap<[u64; 2], u32> = LruHashMap::with_max_entries(16384, 0);
+
+/// Memory-BIO TLS (Node: OpenSSL never touches the socket; the event loop reads ciphertext,
+/// then decrypts it with SSL_read, and writes what SSL_write produced right after it returns).
+/// By thread: the last read of a socket whose bytes started like a TLS record.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TlsRead {
+    pub fd: u32,
+    pub _pad: u32,
+    pub end_ns: u64,
+}
+
+#[map]
+pub static LAST_TLS_READ: LruHashMap<u64, TlsRead> = LruHashMap::with_max_entries(16384, 0);
+
+/// By thread: an SSL_write whose socket is not known yet; the thread's next socket write of TLS
+/// records, within [`MEMORY_BIO_WINDOW_NS`], carries its ciphertext.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingWrite {
+    pub ssl: u64,
+    pub end_ns: u64,
+}
+
+#[map]
+pub static PENDING_WRITES: LruHashMap<u64, PendingWrite> = LruHashMap::with_max_entries(16384, 0);
+
+/// How close (ns) the socket read before an SSL_read, or the socket write after an SSL_write,
+/// must be on the same thread for the two to be taken as one another's ciphertext.
+pub const MEMORY_BIO_WINDOW_NS: u64 = 200_000;

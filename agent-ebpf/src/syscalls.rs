@@ -5,9 +5,9 @@
 //! fd we already classified costs one or two hash lookups. Only a never-seen (process, fd) pays
 //! for the fd -> socket walk, once.
 use agent_common::{
-    ConnOpenEvent, ConnOrigin, DATA_OFFSET, DATA_TLS, Direction, EventHeader, EventKind, FdKey,
-    KernelCounter, MAX_CAPTURE, MAX_ENV, ProbeConfig, SELECT_CGROUP, SELECT_PID, SELECT_PORT,
-    SOCK_TLS, SockInfo, TraceCtx,
+    ConnOpenEvent, ConnOrigin, DATA_OFFSET, DATA_TLS, DATA_TLS_UNBOUND, Direction, EventHeader,
+    EventKind, FdKey, KernelCounter, MAX_CAPTURE, MAX_ENV, ProbeConfig, SELECT_CGROUP, SELECT_PID,
+    SELECT_PORT, SOCK_TLS, SockInfo, TraceCtx,
 };
 use aya_ebpf::{
     EbpfContext as _,
@@ -275,7 +275,8 @@ fn traced_sock(cfg: &ProbeConfig, pid_tgid: u64, fd: u32) -> Option<u64> {
     // SAFETY: map lookups as above.
     if let Some(info) = unsafe { SOCKETS.get(&key) } {
         let (sock, flags) = (info.sock, info.flags);
-        if tls::inside_ssl_call(pid_tgid, fd) {
+        if tls::inside_ssl_call(pid_tgid) {
+            tls::ssl_call_used(pid_tgid, fd);
             let _ = tls_sock(cfg, pid_tgid, fd);
             return None;
         }
@@ -291,8 +292,10 @@ fn traced_sock(cfg: &ProbeConfig, pid_tgid: u64, fd: u32) -> Option<u64> {
     if !process_selected(cfg, key.tgid) {
         return None;
     }
-    if tls::inside_ssl_call(pid_tgid, fd) {
-        let _ = tls_sock(cfg, pid_tgid, fd);
+    if tls::inside_ssl_call(pid_tgid) {
+        if tls_sock(cfg, pid_tgid, fd).is_some() {
+            tls::ssl_call_used(pid_tgid, fd);
+        }
         return None;
     }
     track(cfg, pid_tgid, fd, ConnOrigin::Unknown)
@@ -322,6 +325,45 @@ fn tls_sock(cfg: &ProbeConfig, pid_tgid: u64, fd: u32) -> Option<u64> {
         unsafe { (*info).flags |= SOCK_TLS };
     }
     Some(sk)
+}
+
+/// Sends `moved` bytes of TLS plaintext at `buf` that an SSL_write behind a memory BIO produced,
+/// before its socket is known (see `tls`): no socket, flagged unbound; a TlsBind record names
+/// the socket. False when nothing was sent.
+#[inline(always)]
+pub fn send_unbound_plaintext(pid_tgid: u64, buf: u64, moved: u64, start_ns: u64) -> bool {
+    let cfg = config();
+    if !process_selected(cfg, (pid_tgid >> 32) as u32) {
+        return false;
+    }
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: the per-CPU scratch slot is ours for this program run.
+    let scratch = unsafe { &mut *scratch };
+    let mut limit = cfg.capture_bytes as u64;
+    if limit > MAX_CAPTURE as u64 {
+        limit = MAX_CAPTURE as u64;
+    }
+    if limit > moved {
+        limit = moved;
+    }
+    if !copy_user(scratch.event.data.as_mut_ptr(), 0, buf, limit) {
+        count(KernelCounter::ReadFailed);
+        return false;
+    }
+    let captured = limit & (2 * MAX_CAPTURE as u64 - 1);
+    if captured > MAX_CAPTURE as u64 {
+        return false;
+    }
+    let mut head = header(EventKind::Data, pid_tgid, u32::MAX, 0);
+    head.direction = Direction::Egress as u8;
+    head.flags = DATA_TLS | DATA_TLS_UNBOUND;
+    head.start_ns = start_ns;
+    // SAFETY: helper without preconditions.
+    head.end_ns = unsafe { bpf_ktime_get_ns() };
+    stage(scratch, head, moved, captured);
+    submit_staged(cfg, scratch)
 }
 
 /// Sends `moved` bytes of TLS plaintext at `buf` as a data record of socket `fd` (from the
@@ -582,11 +624,28 @@ pub fn tw_exit_data(ctx: TracePointContext) -> u32 {
     if captured < moved {
         count(KernelCounter::Truncated);
     }
+    // SAFETY: helper without preconditions.
+    let end_ns = unsafe { bpf_ktime_get_ns() };
+    // Memory-BIO TLS (see `tls`): a TLS record read or written by a thread that just called,
+    // or is about to call, OpenSSL on it.
+    // A client's first request often leaves in one write with its last handshake records
+    // (TLS 1.3: change-cipher-spec, then encrypted records), so any record type counts.
+    if captured >= 2 && scratch.event.data[1] == 3 && (20..=23).contains(&scratch.event.data[0]) {
+        if call.direction == Direction::Ingress as u8 {
+            tls::note_tls_read(pid_tgid, call.fd, end_ns);
+        } else if tls::take_pending_write(pid_tgid, call.fd, call.start_ns) {
+            // The thread's unbound plaintext is this socket's; its ciphertext is not sent, and
+            // the socket is marked TLS from now on.
+            if let Some(sk) = tls_sock(cfg, pid_tgid, call.fd) {
+                emit_now(cfg, header(EventKind::TlsBind, pid_tgid, call.fd, sk));
+            }
+            return 0;
+        }
+    }
     let mut head = header(EventKind::Data, pid_tgid, call.fd, call.sock);
     head.direction = call.direction;
     head.start_ns = call.start_ns;
-    // SAFETY: helper without preconditions.
-    head.end_ns = unsafe { bpf_ktime_get_ns() };
+    head.end_ns = end_ns;
     stage(scratch, head, moved, captured);
     if cfg.inject != 0 {
         // The context stage decides the record's trace context and sends it; it only returns

@@ -7,8 +7,11 @@
 //! them. Those name the socket and are not captured themselves (they are ciphertext); the
 //! return probe then sends the plaintext as a data record of that socket, flagged TLS. A call
 //! that made no syscall (bytes already buffered) uses the socket its `SSL *` used before.
-//! Memory BIOs (Node's TLS, which writes the ciphertext later from libuv) never show a nested
-//! syscall: their calls are counted as `TlsNoSocket`.
+//! Memory BIOs (Node's TLS) never show a nested syscall: the event loop reads the ciphertext and
+//! then calls SSL_read on it, and writes what SSL_write produced right after SSL_write returns,
+//! all on one thread. Their `SSL *` is tied to the socket read just before an SSL_read that
+//! returned data, or to the next socket write of TLS records after an SSL_write, each within [`MEMORY_BIO_WINDOW_NS`] on the same thread (`TlsInferred`); calls
+//! that fit neither are counted as `TlsNoSocket`.
 //!
 //! Needs uprobes (perf_event uprobe PMU) and helpers of kernel 5.8 (ring buffer).
 use agent_common::{Direction, KernelCounter};
@@ -19,7 +22,10 @@ use aya_ebpf::{
 };
 
 use crate::{
-    maps::{NO_FD, SSL_FDS, TLS_CALLS, TlsCall, config, count},
+    maps::{
+        LAST_TLS_READ, MEMORY_BIO_WINDOW_NS, NO_FD, PENDING_WRITES, PendingWrite, SSL_FDS,
+        TLS_CALLS, TlsCall, config, count,
+    },
     syscalls,
 };
 
@@ -72,6 +78,16 @@ pub fn tw_ssl_read_ex(ctx: ProbeContext) -> u32 {
     enter(&ctx, Direction::Ingress, true)
 }
 
+/// SSL_free: the `SSL *` may be reused for another connection; forget its socket.
+#[uprobe]
+pub fn tw_ssl_free(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if let Some(ssl) = ctx.arg::<u64>(0) {
+        let _ = SSL_FDS.remove(&[pid_tgid >> 32, ssl]);
+    }
+    0
+}
+
 /// One return probe for the four calls: the entry recorded which one it was.
 #[uretprobe]
 pub fn tw_ssl_ret(ctx: RetProbeContext) -> u32 {
@@ -103,22 +119,22 @@ pub fn tw_ssl_ret(ctx: RetProbeContext) -> u32 {
         return 0;
     }
     let tgid = pid_tgid >> 32;
+    let direction = if call.direction == Direction::Egress as u8 {
+        Direction::Egress
+    } else {
+        Direction::Ingress
+    };
     let fd = if call.fd != NO_FD {
         call.fd
     } else {
         // SAFETY: map lookup as above.
         match unsafe { SSL_FDS.get(&[tgid, call.ssl]) } {
             Some(fd) => *fd,
-            None => {
-                count(KernelCounter::TlsNoSocket);
-                return 0;
-            }
+            None => match memory_bio_socket(pid_tgid, &call, direction, moved) {
+                Some(fd) => fd,
+                None => return 0,
+            },
         }
-    };
-    let direction = if call.direction == Direction::Egress as u8 {
-        Direction::Egress
-    } else {
-        Direction::Ingress
     };
     if syscalls::send_plaintext(pid_tgid, fd, direction, call.buf, moved, call.start_ns) {
         count(KernelCounter::TlsEvents);
@@ -126,18 +142,95 @@ pub fn tw_ssl_ret(ctx: RetProbeContext) -> u32 {
     0
 }
 
-/// Called by the syscall entry of the read/write family: is this syscall OpenSSL's own, inside
-/// an SSL call on this thread? Then it names the call's socket, marks the socket TLS, and is
-/// not captured.
+/// The socket of an `SSL *` behind a memory BIO, for a call that returned `moved` bytes: the
+/// thread's TLS read just before an SSL_read (consumed, so it names one `SSL *` only). An
+/// SSL_write's plaintext is sent now, unbound (its buffer may be freed before the ciphertext
+/// is written), and the thread's next socket write names its socket (`take_pending_write`).
+/// None when the call is not (yet) tied to a socket.
 #[inline(always)]
-pub fn inside_ssl_call(pid_tgid: u64, fd: u32) -> bool {
-    // SAFETY: the pointer is into map memory, valid for this program run.
-    let Some(call) = TLS_CALLS.get_ptr_mut(&pid_tgid) else {
+fn memory_bio_socket(
+    pid_tgid: u64,
+    call: &TlsCall,
+    direction: Direction,
+    moved: u64,
+) -> Option<u32> {
+    if direction == Direction::Egress {
+        if syscalls::send_unbound_plaintext(pid_tgid, call.buf, moved, call.start_ns) {
+            let pending = PendingWrite {
+                ssl: call.ssl,
+                // SAFETY: helper without preconditions.
+                end_ns: unsafe { bpf_ktime_get_ns() },
+            };
+            let _ = PENDING_WRITES.insert(&pid_tgid, &pending, 0);
+        }
+        return None;
+    }
+    // SAFETY: map lookup; the value is copied out.
+    let read = unsafe { LAST_TLS_READ.get(&pid_tgid) }.copied();
+    let _ = LAST_TLS_READ.remove(&pid_tgid);
+    match read {
+        Some(r)
+            if call.start_ns >= r.end_ns && call.start_ns - r.end_ns <= MEMORY_BIO_WINDOW_NS =>
+        {
+            let _ = SSL_FDS.insert(&[pid_tgid >> 32, call.ssl], &r.fd, 0);
+            count(KernelCounter::TlsInferred);
+            Some(r.fd)
+        }
+        _ => {
+            count(KernelCounter::TlsNoSocket);
+            None
+        }
+    }
+}
+
+/// Called by the exit of a socket write on this thread whose bytes start like a TLS record:
+/// the SSL_write parked just before, if any, produced them. True (and its `SSL *` is tied to
+/// `fd`) when it is within the window.
+#[inline(always)]
+pub fn take_pending_write(pid_tgid: u64, fd: u32, write_start_ns: u64) -> bool {
+    // SAFETY: map lookup; the value is copied out.
+    let Some(pending) = (unsafe { PENDING_WRITES.get(&pid_tgid) }).copied() else {
         return false;
     };
-    // SAFETY: as above.
+    let _ = PENDING_WRITES.remove(&pid_tgid);
+    if write_start_ns < pending.end_ns || write_start_ns - pending.end_ns > MEMORY_BIO_WINDOW_NS {
+        count(KernelCounter::TlsNoSocket);
+        return false;
+    }
+    let _ = SSL_FDS.insert(&[pid_tgid >> 32, pending.ssl], &fd, 0);
+    count(KernelCounter::TlsInferred);
+    true
+}
+
+/// Called by the exit of a socket read on this thread whose bytes start like a TLS record.
+#[inline(always)]
+pub fn note_tls_read(pid_tgid: u64, fd: u32, end_ns: u64) {
+    let read = crate::maps::TlsRead {
+        fd,
+        _pad: 0,
+        end_ns,
+    };
+    let _ = LAST_TLS_READ.insert(&pid_tgid, &read, 0);
+}
+
+/// Called by the syscall entry of the read/write family: is an SSL call in progress on this
+/// thread?
+#[inline(always)]
+pub fn inside_ssl_call(pid_tgid: u64) -> bool {
+    // SAFETY: map lookup; only presence is used.
+    unsafe { TLS_CALLS.get(&pid_tgid) }.is_some()
+}
+
+/// The socket `fd` was used by a syscall inside the SSL call in progress on this thread: with a
+/// socket BIO, it is that call's socket. Only called for TCP sockets: OpenSSL inside a call may
+/// also touch other descriptors (Node's wakeup eventfd), which must not name the socket.
+#[inline(always)]
+pub fn ssl_call_used(pid_tgid: u64, fd: u32) {
+    let Some(call) = TLS_CALLS.get_ptr_mut(&pid_tgid) else {
+        return;
+    };
+    // SAFETY: the pointer is into map memory, valid for this program run.
     let call = unsafe { &mut *call };
     call.fd = fd;
     let _ = SSL_FDS.insert(&[pid_tgid >> 32, call.ssl], &fd, 0);
-    true
 }

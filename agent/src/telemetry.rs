@@ -61,10 +61,13 @@ pub enum Drop {
     /// A connection that carried TLS handshake records and no encrypted data: a port probe, a
     /// failed handshake, a TLS client talking to a plaintext server.
     TlsHandshakeOnly,
+    /// TLS plaintext written behind a memory BIO (Node) whose socket was never named (its
+    /// ciphertext was not written right after, or another write came first on the thread).
+    TlsUnbound,
 }
 
 impl Drop {
-    pub const ALL: [Drop; 24] = [
+    pub const ALL: [Drop; 25] = [
         Drop::KernelRingFull,
         Drop::EventQueueFull,
         Drop::MalformedRecord,
@@ -89,6 +92,7 @@ impl Drop {
         Drop::HeaderFieldsUnknown,
         Drop::TlsOpaque,
         Drop::TlsHandshakeOnly,
+        Drop::TlsUnbound,
     ];
 
     pub fn label(self) -> &'static str {
@@ -117,6 +121,7 @@ impl Drop {
             Drop::HeaderFieldsUnknown => "header_fields_unknown",
             Drop::TlsOpaque => "tls_opaque",
             Drop::TlsHandshakeOnly => "tls_handshake_only",
+            Drop::TlsUnbound => "tls_unbound",
         }
     }
 }
@@ -321,7 +326,8 @@ impl Telemetry {
         counter(
             "tracewire_tls_records_total",
             "OpenSSL reads and writes seen by the TLS probes: plaintext (sent as the socket's \
-             data) or no_socket (the call could not be tied to a socket, e.g. a memory BIO).",
+             data), inferred_socket (a memory-BIO call, e.g. Node, tied to its socket by the \
+             thread's adjacent socket read or write) or no_socket (not tied to any socket).",
             &[
                 (
                     "outcome=\"plaintext\"",
@@ -330,6 +336,10 @@ impl Telemetry {
                 (
                     "outcome=\"no_socket\"",
                     self.kernel_counter(agent_common::KernelCounter::TlsNoSocket),
+                ),
+                (
+                    "outcome=\"inferred_socket\"",
+                    self.kernel_counter(agent_common::KernelCounter::TlsInferred),
                 ),
             ],
         );

@@ -797,6 +797,28 @@ pub fn node_https_server(
     listening(guard, port, service_name)
 }
 
+/// `peers/node_https.js proxy`: every request GETs `downstream` over HTTPS (trusting `cert`)
+/// before it is answered.
+pub fn node_https_proxy(
+    dir: &TempDir,
+    service_name: &str,
+    cert: &SelfSigned,
+    downstream: &str,
+) -> Result<PeerServer> {
+    let port = free_port()?;
+    let mut command = Command::new(require_tool("node")?);
+    command
+        .arg(crate::peers_dir().join("node_https.js"))
+        .args(["proxy", &port.to_string()])
+        .arg(&cert.cert)
+        .arg(&cert.key)
+        .arg(&cert.cert)
+        .arg(downstream)
+        .env("OTEL_SERVICE_NAME", service_name);
+    let guard = ChildGuard::spawn("node-https-proxy", &mut command, dir.path(), Shutdown::Kill)?;
+    listening(guard, port, service_name)
+}
+
 /// `peers/node_https.js client`: GETs `urls` in turn over one keep-alive agent.
 pub fn node_https_client(dir: &TempDir, cert: &SelfSigned, urls: &[String]) -> Result<ClientRun> {
     let node = require_tool("node")?;

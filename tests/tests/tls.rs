@@ -1,12 +1,13 @@
 //! HTTPS through the OpenSSL probes: curl (libcurl + OpenSSL) to Python's `ssl` server and to
-//! nginx with TLS, every process started after the agent. Each request must give exactly one
-//! SERVER and one CLIENT span with `url.scheme` https, and the ciphertext the syscall probes
-//! also see must give nothing (no span, no `not_http`). Node's TLS (OpenSSL behind memory
-//! BIOs) is not decrypted: its connections must be counted as `tls_opaque`, never garbled.
+//! nginx with TLS, every process started after the agent; Node's `https` (OpenSSL linked into
+//! `node`, behind memory BIOs) client and server, and a Node service calling HTTPS while it
+//! serves. Each request must give exactly one SERVER and one CLIENT span with `url.scheme`
+//! https, and the ciphertext the syscall probes also see must give nothing (no span, no
+//! `not_http`, no `tls_opaque`).
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail, ensure};
+use anyhow::{Result, ensure};
 use tracewire_tests::metrics;
 use tracewire_tests::peers::{self, PeerServer, ProcessIdentity, SelfSigned};
 use tracewire_tests::{AgentGuard, Export, OtlpProtocol, OtlpReceiver, SpanQuery, TempDir};
@@ -148,49 +149,129 @@ fn curl_https_to_nginx_with_tls() -> Result<()> {
 }
 
 #[test]
-fn node_https_is_counted_opaque_never_garbled() -> Result<()> {
+fn node_https_client_to_node_https_server() -> Result<()> {
     let dir = TempDir::new("tls-node")?;
     let receiver = OtlpReceiver::start(OtlpProtocol::Grpc)?;
     let cert = peers::self_signed_cert(&dir)?;
     let server = peers::node_https_server(&dir, "tw-node-https", &cert)?;
     let agent = AgentGuard::start(Export::Otlp(&receiver), &[server.port], dir.path())?;
-    let urls = vec![https_url(&server, "/ok"), https_url(&server, "/ok")];
+    // One keep-alive connection for both requests.
+    let urls: Vec<String> = REQUESTS
+        .iter()
+        .map(|(p, _)| https_url(&server, p))
+        .collect();
     let client = peers::node_https_client(&dir, &cert, &urls)?;
-    ensure!(
-        client.stdout.lines().count() == 2,
-        "node client: {}",
-        client.stdout
-    );
-    // The client closed its connection when it exited: the agent counts it then.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let text = agent.metrics()?;
-        let opaque = metrics::value(&text, "tracewire_dropped_total", "reason=\"tls_opaque\"")
-            .unwrap_or(0.0);
-        if opaque >= 1.0 {
-            break;
-        }
-        if Instant::now() >= deadline {
-            bail!("no tls_opaque count for Node's HTTPS connection:\n{text}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    std::thread::sleep(Duration::from_secs(1));
-    let from_node: Vec<_> = receiver
-        .spans()
-        .into_iter()
-        .filter(|s| s.pid() == Some(server.serving.pid) || s.pid() == Some(client.process.pid))
+    let printed: Vec<String> = REQUESTS
+        .iter()
+        .zip(&urls)
+        .map(|((_, status), url)| format!("{status} {url}"))
         .collect();
     ensure!(
-        from_node.is_empty(),
-        "spans made from Node's ciphertext:\n{}",
-        receiver.report()
+        client.stdout.lines().collect::<Vec<_>>() == printed,
+        "node client printed {:?}",
+        client.stdout
     );
+    let clients = vec![client.process.clone(), client.process];
+    check_https_spans(&receiver, &agent, &server, &clients)?;
     let text = agent.metrics()?;
     ensure!(
-        metrics::value(&text, "tracewire_dropped_total", "reason=\"not_http\"").unwrap_or(0.0)
-            == 0.0,
-        "ciphertext counted as not_http instead of tls_opaque:\n{text}"
+        metrics::value(
+            &text,
+            "tracewire_tls_records_total",
+            "outcome=\"inferred_socket\""
+        )
+        .unwrap_or(0.0)
+            >= 2.0,
+        "Node's memory-BIO calls were not tied to their sockets:\n{text}"
+    );
+    Ok(())
+}
+
+/// A Node HTTPS service that calls another HTTPS service while serving (the pattern where a
+/// memory-BIO call could be tied to the wrong socket): each span must name its own connection,
+/// and the call must be the child of the request it was made for.
+#[test]
+fn node_https_proxy_to_python_https_keeps_connections_apart() -> Result<()> {
+    const CALLS: usize = 3;
+    let dir = TempDir::new("tls-node-proxy")?;
+    let receiver = OtlpReceiver::start(OtlpProtocol::Grpc)?;
+    let cert = peers::self_signed_cert(&dir)?;
+    let backend_port = tracewire_tests::net::free_port()?;
+    let backend = peers::python_https_server(&dir, "tw-python-https", &cert, backend_port)?;
+    let proxy = peers::node_https_proxy(&dir, "tw-node-proxy", &cert, &https_url(&backend, "/ok"))?;
+    let _agent = AgentGuard::start(
+        Export::Otlp(&receiver),
+        &[proxy.port, backend.port],
+        dir.path(),
+    )?;
+    let urls: Vec<String> = (0..CALLS)
+        .map(|i| https_url(&proxy, &format!("/front/{i}")))
+        .collect();
+    let client = peers::node_https_client(&dir, &cert, &urls)?;
+    ensure!(client.stdout.lines().count() == CALLS, "{}", client.stdout);
+    let mut queries = Vec::new();
+    for i in 0..CALLS {
+        queries.push(SpanQuery::server(proxy.serving.pid, &format!("/front/{i}")));
+    }
+    let fronts = receiver.wait_for_each(&queries)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let calls = loop {
+        let calls: Vec<_> = receiver
+            .spans()
+            .into_iter()
+            .filter(|s| {
+                s.pid() == Some(proxy.serving.pid)
+                    && s.kind() == opentelemetry_proto::tonic::trace::v1::span::SpanKind::Client
+            })
+            .collect();
+        if calls.len() >= CALLS || Instant::now() > deadline {
+            break calls;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    ensure!(
+        calls.len() == CALLS,
+        "{} calls from the proxy\n{}",
+        calls.len(),
+        receiver.report()
+    );
+    for front in &fronts {
+        ensure!(
+            front.attr_int("server.port") == Some(i64::from(proxy.port)),
+            "{front}"
+        );
+        ensure!(front.attr_str("url.scheme") == Some("https"), "{front}");
+    }
+    for call in &calls {
+        ensure!(
+            call.attr_str("url.full") == Some(https_url(&backend, "/ok").as_str()),
+            "{call}"
+        );
+        ensure!(
+            call.attr_int("server.port") == Some(i64::from(backend.port)),
+            "{call}"
+        );
+        let parent = fronts
+            .iter()
+            .find(|f| f.span.span_id == call.span.parent_span_id)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "call without its request as parent: {call}\n{}",
+                    receiver.report()
+                )
+            })?;
+        ensure!(parent.span.trace_id == call.span.trace_id, "{call}");
+    }
+    // The backend's spans are the proxy's calls seen from the other end.
+    let backend_spans = receiver
+        .spans()
+        .into_iter()
+        .filter(|s| s.pid() == Some(backend.serving.pid))
+        .count();
+    ensure!(
+        backend_spans == CALLS,
+        "{backend_spans} backend spans\n{}",
+        receiver.report()
     );
     Ok(())
 }

@@ -98,6 +98,14 @@ impl DataChunk {
 pub enum CaptureEvent {
     Open(ConnOpen),
     Data(DataChunk),
+    /// TLS plaintext written behind a memory BIO (Node) before its socket was known: its `key`
+    /// has no socket yet. The [`CaptureEvent::TlsBind`] of the same thread that follows names it.
+    TlsUnbound(DataChunk),
+    /// The thread's last unbound TLS plaintext belongs to the connection `key`.
+    TlsBind {
+        key: ConnKey,
+        tid: u32,
+    },
     Close {
         key: ConnKey,
         /// The descriptor closed; the socket lives on while the process holds another.
@@ -177,7 +185,8 @@ pub fn decode(record: &[u8]) -> Result<CaptureEvent, DecodeError> {
                 .get(size_of::<EventHeader>()..)
                 .and_then(read_pod)
                 .ok_or_else(short)?;
-            Ok(CaptureEvent::Data(DataChunk {
+            let unbound = header.flags & agent_common::DATA_TLS_UNBOUND != 0;
+            let chunk = DataChunk {
                 key,
                 tid: header.tid,
                 direction: if header.direction == Direction::Egress as u8 {
@@ -191,8 +200,17 @@ pub fn decode(record: &[u8]) -> Result<CaptureEvent, DecodeError> {
                 payload: Bytes::copy_from_slice(payload),
                 kernel_ctx: KernelCtx::from_wire(&ctx),
                 tls: header.flags & agent_common::DATA_TLS != 0,
-            }))
+            };
+            Ok(if unbound {
+                CaptureEvent::TlsUnbound(chunk)
+            } else {
+                CaptureEvent::Data(chunk)
+            })
         }
+        k if k == EventKind::TlsBind as u8 => Ok(CaptureEvent::TlsBind {
+            key,
+            tid: header.tid,
+        }),
         k if k == EventKind::ProcessEnv as u8 => {
             let env = payload(record, &header)?;
             Ok(CaptureEvent::ProcessService {

@@ -605,7 +605,7 @@ fn drain(
                         }
                         &TELEMETRY.events_open
                     }
-                    CaptureEvent::Data(d) => {
+                    CaptureEvent::Data(d) | CaptureEvent::TlsUnbound(d) => {
                         TELEMETRY.bytes_seen.fetch_add(
                             u64::from(d.total_len),
                             std::sync::atomic::Ordering::Relaxed,
@@ -616,6 +616,7 @@ fn drain(
                         );
                         &TELEMETRY.events_data
                     }
+                    CaptureEvent::TlsBind { .. } => &TELEMETRY.events_data,
                     CaptureEvent::Close { .. } => &TELEMETRY.events_close,
                     CaptureEvent::ProcessService { .. } | CaptureEvent::ProcessExit { .. } => {
                         &TELEMETRY.events_process

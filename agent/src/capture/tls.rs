@@ -1,4 +1,5 @@
-//! OpenSSL uprobes: find the `libssl` files processes map and attach to each file once.
+//! OpenSSL uprobes: find the `libssl` files processes map, and the executables that link
+//! OpenSSL statically and export it (Node's `node`), and attach to each file once.
 //!
 //! A uprobe is set on a file (its inode), so one attachment covers every process that maps the
 //! file, now or later: the common case, one distribution `libssl.so.3`, is covered for
@@ -34,6 +35,8 @@ const ENTRIES: [(&str, &str); 4] = [
     ("tw_ssl_read_ex", "SSL_read_ex"),
 ];
 const RETURN: &str = "tw_ssl_ret";
+/// On SSL_free, without a return probe: an `SSL *` freed may come back for another connection.
+const FREE: (&str, &str) = ("tw_ssl_free", "SSL_free");
 
 /// The TLS probes, loaded, and the files they are attached to.
 pub struct TlsProbes {
@@ -47,7 +50,7 @@ pub struct TlsProbes {
 impl TlsProbes {
     /// Loads the five programs (nothing is attached yet).
     pub fn load(ebpf: &mut Ebpf) -> Result<Self, CaptureError> {
-        for name in ENTRIES.map(|(p, _)| p).into_iter().chain([RETURN]) {
+        for name in ENTRIES.map(|(p, _)| p).into_iter().chain([RETURN, FREE.0]) {
             let probe: &mut UProbe = program(ebpf, name)?;
             probe
                 .load()
@@ -71,6 +74,13 @@ impl TlsProbes {
             for path in system_libssl() {
                 self.try_attach(ebpf, &path);
             }
+            // A short-lived `node` client can be gone before the first scan sees it: the
+            // installed runtimes that carry OpenSSL are attached up front.
+            for path in installed_runtimes() {
+                if exports_openssl(&path) {
+                    self.try_attach(ebpf, &path);
+                }
+            }
         }
         if self.scanned.len() > MAX_SCANNED {
             self.scanned.clear();
@@ -91,6 +101,18 @@ impl TlsProbes {
             }
             for path in openssl_files(pid) {
                 self.try_attach(ebpf, &path);
+            }
+            let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+            if let Ok(meta) = std::fs::metadata(&exe) {
+                let id = (meta.dev(), meta.ino());
+                if !self.attached.contains(&id) && !self.refused.contains(&id) {
+                    if exports_openssl(&exe) {
+                        self.try_attach(ebpf, &exe);
+                    } else {
+                        // Not OpenSSL: remembered so that the file is read once.
+                        self.refused.insert(id);
+                    }
+                }
             }
         }
     }
@@ -152,6 +174,14 @@ fn attach_file(ebpf: &mut Ebpf, path: &Path) -> Result<usize, CaptureError> {
             })?;
         symbols += 1;
     }
+    if symbols > 0 {
+        let free: &mut UProbe = program(ebpf, FREE.0)?;
+        free.attach(FREE.1, path, UProbeScope::AllProcesses)
+            .map_err(|source| CaptureError::Program {
+                name: FREE.0,
+                source,
+            })?;
+    }
     Ok(symbols)
 }
 
@@ -177,6 +207,38 @@ pub fn system_libssl() -> Vec<PathBuf> {
             let path = e.path().canonicalize().unwrap_or_else(|_| e.path());
             if !found.contains(&path) {
                 found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// Does the executable export OpenSSL's `SSL_write` in its dynamic symbol table (OpenSSL linked
+/// statically and exported, as in `node`)? Only the symbol tables are read, through a cache.
+fn exports_openssl(path: &Path) -> bool {
+    use object::{Object as _, ObjectSymbol as _, ReadCache, read::elf::ElfFile64};
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let cache = ReadCache::new(file);
+    let Ok(elf) = ElfFile64::<object::Endianness, _>::parse(&cache) else {
+        return false;
+    };
+    elf.dynamic_symbols()
+        .any(|s| s.is_definition() && s.name() == Ok("SSL_write"))
+}
+
+/// Runtimes installed in the usual places that may link OpenSSL statically.
+fn installed_runtimes() -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for dir in ["/usr/bin", "/usr/local/bin", "/bin"] {
+        for name in ["node", "nodejs"] {
+            let path = Path::new(dir).join(name);
+            let Ok(real) = path.canonicalize() else {
+                continue;
+            };
+            if !found.contains(&real) {
+                found.push(real);
             }
         }
     }
@@ -223,6 +285,21 @@ mod tests {
         assert!(is_libssl_name("libssl.so.1.1"));
         assert!(!is_libssl_name("libssl3.so"));
         assert!(!is_libssl_name("libcrypto.so.3"));
+    }
+
+    #[test]
+    fn node_exports_openssl_and_this_binary_does_not() {
+        assert!(!exports_openssl(Path::new("/proc/self/exe")));
+        if let Ok(node) = which("node") {
+            assert!(exports_openssl(&node), "{} links OpenSSL", node.display());
+        }
+    }
+
+    fn which(name: &str) -> Result<PathBuf, ()> {
+        std::env::split_paths(&std::env::var_os("PATH").ok_or(())?)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+            .ok_or(())
     }
 
     #[test]

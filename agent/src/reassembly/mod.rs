@@ -128,6 +128,9 @@ const RESPONSES: Grammar<ResponseHead> = Grammar {
     parse: http1::parse_response,
 };
 
+/// Threads with TLS plaintext waiting for its socket.
+const MAX_UNBOUND: usize = 4096;
+
 /// Chunks of a connection before any request was recognised after which it is declared
 /// not HTTP/1 and ignored.
 const DETECT_CHUNKS: u8 = 4;
@@ -171,6 +174,9 @@ struct Connection {
 /// Everything the agent knows about live connections.
 pub struct ConnTable {
     conns: HashMap<ConnKey, Connection>,
+    /// TLS plaintext written before its socket was known, by (tgid, tid), until the thread's
+    /// bind names the socket (see `capture::tls`).
+    unbound: HashMap<(u32, u32), DataChunk>,
     processes: ProcessCache,
     limits: Limits,
     buffered: usize,
@@ -181,6 +187,7 @@ impl ConnTable {
     pub fn new(limits: Limits, processes: ProcessCache) -> Self {
         ConnTable {
             conns: HashMap::new(),
+            unbound: HashMap::new(),
             processes,
             limits,
             buffered: 0,
@@ -320,6 +327,15 @@ impl ConnTable {
     }
 
     pub fn data(&mut self, chunk: DataChunk, out: &mut Vec<Notice>) {
+        tracing::trace!(
+            tgid = chunk.key.tgid,
+            sock = chunk.key.sock,
+            dir = ?chunk.direction,
+            tls = chunk.tls,
+            len = chunk.total_len,
+            head = ?String::from_utf8_lossy(&chunk.payload[..chunk.payload.len().min(24)]),
+            "chunk"
+        );
         if !self.conns.contains_key(&chunk.key) {
             // The open record was lost (ring full) or the connection predates the agent's
             // user space: track it without addresses.
@@ -356,6 +372,32 @@ impl ConnTable {
         self.buffered = (self.buffered + after).saturating_sub(before);
     }
 
+    /// TLS plaintext whose socket is not known yet: kept (one per thread, bounded) until the
+    /// thread's [`ConnTable::bind`].
+    pub fn unbound(&mut self, chunk: DataChunk) {
+        if self.unbound.len() >= MAX_UNBOUND
+            && !self.unbound.contains_key(&(chunk.key.tgid, chunk.tid))
+        {
+            TELEMETRY.drop(Drop::TlsUnbound);
+            return;
+        }
+        if self
+            .unbound
+            .insert((chunk.key.tgid, chunk.tid), chunk)
+            .is_some()
+        {
+            TELEMETRY.drop(Drop::TlsUnbound);
+        }
+    }
+
+    /// The thread's unbound plaintext belongs to the connection `key`.
+    pub fn bind(&mut self, key: ConnKey, tid: u32, out: &mut Vec<Notice>) {
+        if let Some(mut chunk) = self.unbound.remove(&(key.tgid, tid)) {
+            chunk.key = key;
+            self.data(chunk, out);
+        }
+    }
+
     /// A process exited: its descriptors were closed by the kernel, without close(2).
     pub fn process_exit(&mut self, tgid: u32, out: &mut Vec<Notice>) {
         let keys: Vec<ConnKey> = self
@@ -369,6 +411,9 @@ impl ConnTable {
                 self.finish(conn, out);
             }
         }
+        let before = self.unbound.len();
+        self.unbound.retain(|(t, _), _| *t != tgid);
+        TELEMETRY.drop_n(Drop::TlsUnbound, (before - self.unbound.len()) as u64);
         self.processes.forget(tgid);
     }
 
@@ -667,6 +712,8 @@ pub async fn run(
             ev = events.recv() => match ev {
                 Some(CaptureEvent::Open(o)) => table.open(o, &mut out),
                 Some(CaptureEvent::Data(d)) => table.data(d, &mut out),
+                Some(CaptureEvent::TlsUnbound(d)) => table.unbound(d),
+                Some(CaptureEvent::TlsBind { key, tid }) => table.bind(key, tid, &mut out),
                 Some(CaptureEvent::Close { key, fd, .. }) => table.close(key, fd, &mut out),
                 Some(CaptureEvent::ProcessExit { tgid }) => table.process_exit(tgid, &mut out),
                 Some(CaptureEvent::ProcessService { tgid, service_name }) => {
