@@ -336,34 +336,11 @@ pub fn send_unbound_plaintext(pid_tgid: u64, buf: u64, moved: u64, start_ns: u64
     if !process_selected(cfg, (pid_tgid >> 32) as u32) {
         return false;
     }
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-        return false;
-    };
-    // SAFETY: the per-CPU scratch slot is ours for this program run.
-    let scratch = unsafe { &mut *scratch };
-    let mut limit = cfg.capture_bytes as u64;
-    if limit > MAX_CAPTURE as u64 {
-        limit = MAX_CAPTURE as u64;
-    }
-    if limit > moved {
-        limit = moved;
-    }
-    if !copy_user(scratch.event.data.as_mut_ptr(), 0, buf, limit) {
-        count(KernelCounter::ReadFailed);
-        return false;
-    }
-    let captured = limit & (2 * MAX_CAPTURE as u64 - 1);
-    if captured > MAX_CAPTURE as u64 {
-        return false;
-    }
     let mut head = header(EventKind::Data, pid_tgid, u32::MAX, 0);
     head.direction = Direction::Egress as u8;
     head.flags = DATA_TLS | DATA_TLS_UNBOUND;
     head.start_ns = start_ns;
-    // SAFETY: helper without preconditions.
-    head.end_ns = unsafe { bpf_ktime_get_ns() };
-    stage(scratch, head, moved, captured);
-    submit_staged(cfg, scratch)
+    submit_plaintext(cfg, head, buf, moved)
 }
 
 /// Sends `moved` bytes of TLS plaintext at `buf` as a data record of socket `fd` (from the
@@ -381,6 +358,17 @@ pub fn send_plaintext(
     let Some(sk) = tls_sock(cfg, pid_tgid, fd) else {
         return false;
     };
+    let mut head = header(EventKind::Data, pid_tgid, fd, sk);
+    head.direction = direction as u8;
+    head.flags = DATA_TLS;
+    head.start_ns = start_ns;
+    submit_plaintext(cfg, head, buf, moved)
+}
+
+/// Copies up to the capture size of the `moved` plaintext bytes at `buf` after `head` (its end
+/// time is now) and sends the record.
+#[inline(always)]
+fn submit_plaintext(cfg: &ProbeConfig, mut head: EventHeader, buf: u64, moved: u64) -> bool {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return false;
     };
@@ -404,10 +392,6 @@ pub fn send_plaintext(
     if captured < moved {
         count(KernelCounter::Truncated);
     }
-    let mut head = header(EventKind::Data, pid_tgid, fd, sk);
-    head.direction = direction as u8;
-    head.flags = DATA_TLS;
-    head.start_ns = start_ns;
     // SAFETY: helper without preconditions.
     head.end_ns = unsafe { bpf_ktime_get_ns() };
     stage(scratch, head, moved, captured);

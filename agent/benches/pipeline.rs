@@ -57,6 +57,24 @@ fn parse(c: &mut Criterion) {
     g.finish();
 }
 
+/// The span stage's work for the notices in `out`: how many spans it built.
+fn spans_of(out: &mut Vec<Notice>, contexts: &mut ContextTracker, clock: &Clock) -> usize {
+    let mut spans = 0;
+    for notice in out.drain(..) {
+        match notice {
+            Notice::Started(req) => contexts.start(&req),
+            Notice::Finished(ex) => {
+                if let Some(ctx) = contexts.finish(ex.id, ex.conn.process.pid) {
+                    black_box(build(&ex, ctx, clock, SpanOptions::default()));
+                    spans += 1;
+                }
+            }
+            Notice::Abandoned { .. } => {}
+        }
+    }
+    spans
+}
+
 /// Events -> spans for `n` request/response pairs on one keep-alive server connection.
 fn exchanges_to_spans(n: u64) -> usize {
     let key = ConnKey {
@@ -102,18 +120,7 @@ fn exchanges_to_spans(n: u64) -> usize {
                 },
                 &mut out,
             );
-            for notice in out.drain(..) {
-                match notice {
-                    Notice::Started(req) => contexts.start(&req),
-                    Notice::Finished(ex) => {
-                        if let Some(ctx) = contexts.finish(ex.id, ex.conn.process.pid) {
-                            black_box(build(&ex, ctx, &clock, SpanOptions::default()));
-                            spans += 1;
-                        }
-                    }
-                    Notice::Abandoned { .. } => {}
-                }
-            }
+            spans += spans_of(&mut out, &mut contexts, &clock);
         }
     }
     spans
@@ -162,18 +169,7 @@ fn grpc_calls_to_spans(conns: u32) -> usize {
                 },
                 &mut out,
             );
-            for notice in out.drain(..) {
-                match notice {
-                    Notice::Started(req) => contexts.start(&req),
-                    Notice::Finished(ex) => {
-                        if let Some(ctx) = contexts.finish(ex.id, ex.conn.process.pid) {
-                            black_box(build(&ex, ctx, &clock, SpanOptions::default()));
-                            spans += 1;
-                        }
-                    }
-                    Notice::Abandoned { .. } => {}
-                }
-            }
+            spans += spans_of(&mut out, &mut contexts, &clock);
         }
         table.close(key, 5, &mut out);
         out.clear();

@@ -785,16 +785,7 @@ pub fn node_https_server(
     service_name: &str,
     cert: &SelfSigned,
 ) -> Result<PeerServer> {
-    let port = free_port()?;
-    let mut command = Command::new(require_tool("node")?);
-    command
-        .arg(crate::peers_dir().join("node_https.js"))
-        .args(["server", &port.to_string()])
-        .arg(&cert.cert)
-        .arg(&cert.key)
-        .env("OTEL_SERVICE_NAME", service_name);
-    let guard = ChildGuard::spawn("node-https", &mut command, dir.path(), Shutdown::Kill)?;
-    listening(guard, port, service_name)
+    node_https_listener(dir, service_name, cert, "server", &[])
 }
 
 /// `peers/node_https.js proxy`: every request GETs `downstream` over HTTPS (trusting `cert`)
@@ -805,17 +796,32 @@ pub fn node_https_proxy(
     cert: &SelfSigned,
     downstream: &str,
 ) -> Result<PeerServer> {
+    let ca = cert.cert.display().to_string();
+    node_https_listener(dir, service_name, cert, "proxy", &[&ca, downstream])
+}
+
+fn node_https_listener(
+    dir: &TempDir,
+    service_name: &str,
+    cert: &SelfSigned,
+    mode: &str,
+    extra: &[&str],
+) -> Result<PeerServer> {
     let port = free_port()?;
     let mut command = Command::new(require_tool("node")?);
     command
         .arg(crate::peers_dir().join("node_https.js"))
-        .args(["proxy", &port.to_string()])
+        .args([mode, &port.to_string()])
         .arg(&cert.cert)
         .arg(&cert.key)
-        .arg(&cert.cert)
-        .arg(downstream)
+        .args(extra)
         .env("OTEL_SERVICE_NAME", service_name);
-    let guard = ChildGuard::spawn("node-https-proxy", &mut command, dir.path(), Shutdown::Kill)?;
+    let guard = ChildGuard::spawn(
+        &format!("node-https-{mode}"),
+        &mut command,
+        dir.path(),
+        Shutdown::Kill,
+    )?;
     listening(guard, port, service_name)
 }
 
