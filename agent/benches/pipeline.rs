@@ -57,6 +57,21 @@ fn parse(c: &mut Criterion) {
     g.finish();
 }
 
+/// One captured read or write of thread 7, 10 ns long.
+fn chunk(key: ConnKey, direction: Direction, start: u64, payload: Bytes) -> DataChunk {
+    DataChunk {
+        key,
+        tid: 7,
+        direction,
+        start_ns: start,
+        end_ns: start + 10,
+        total_len: payload.len() as u32,
+        payload,
+        kernel_ctx: None,
+        tls: false,
+    }
+}
+
 /// The span stage's work for the notices in `out`: how many spans it built.
 fn spans_of(out: &mut Vec<Notice>, contexts: &mut ContextTracker, clock: &Clock) -> usize {
     let mut spans = 0;
@@ -106,20 +121,7 @@ fn exchanges_to_spans(n: u64) -> usize {
             (Direction::Ingress, request.clone(), t),
             (Direction::Egress, response.clone(), t + 50),
         ] {
-            table.data(
-                DataChunk {
-                    key,
-                    tid: 7,
-                    direction,
-                    start_ns: start,
-                    end_ns: start + 10,
-                    total_len: payload.len() as u32,
-                    payload,
-                    kernel_ctx: None,
-                    tls: false,
-                },
-                &mut out,
-            );
+            table.data(chunk(key, direction, start, payload), &mut out);
             spans += spans_of(&mut out, &mut contexts, &clock);
         }
     }
@@ -155,20 +157,7 @@ fn grpc_calls_to_spans(conns: u32) -> usize {
             (Direction::Ingress, GRPC_SERVER, 60),
         ] {
             let payload = Bytes::from_static(bytes);
-            table.data(
-                DataChunk {
-                    key,
-                    tid: 7,
-                    direction,
-                    start_ns: start,
-                    end_ns: start + 10,
-                    total_len: payload.len() as u32,
-                    payload,
-                    kernel_ctx: None,
-                    tls: false,
-                },
-                &mut out,
-            );
+            table.data(chunk(key, direction, start, payload), &mut out);
             spans += spans_of(&mut out, &mut contexts, &clock);
         }
         table.close(key, 5, &mut out);

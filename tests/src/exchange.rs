@@ -5,8 +5,9 @@
 use anyhow::{Context, Result, ensure};
 
 use crate::collector::{OtlpReceiver, SpanQuery};
-use crate::peers::{PeerServer, ProcessIdentity};
+use crate::peers::{self, CurlRun, PeerServer, ProcessIdentity};
 use crate::semconv::{self, ClientSpanExpectation, ServerSpanExpectation, Window};
+use crate::tempdir::TempDir;
 
 /// A request a test made, and what it knows about it from the client's side.
 #[derive(Clone, Debug)]
@@ -98,4 +99,49 @@ pub fn check_exchanges(
         receiver.report()
     );
     Ok(())
+}
+
+/// What a test asks of a server with curl: `(path, status)` pairs, one curl run each, with the
+/// options that choose the protocol and the user agent.
+pub struct CurlRequests<'a> {
+    pub requests: &'a [(&'a str, u16)],
+    pub options: &'a [&'a str],
+    /// `network.protocol.version` both ends must report.
+    pub protocol_version: &'a str,
+    pub user_agent: &'a str,
+}
+
+impl<'a> CurlRequests<'a> {
+    /// Runs one curl per request against `server`; fails when a status is not the expected one.
+    pub fn run(&self, dir: &TempDir, server: &PeerServer) -> Result<Vec<CurlRun>> {
+        let mut runs = Vec::with_capacity(self.requests.len());
+        for &(path, status) in self.requests {
+            let run = peers::curl(dir, &server.url(path), self.options)?;
+            ensure!(
+                run.status == status,
+                "curl GET {path}: {} instead of {status}",
+                run.status
+            );
+            runs.push(run);
+        }
+        Ok(runs)
+    }
+
+    /// The exchanges `runs` (from [`CurlRequests::run`]) made with `server`.
+    pub fn exchanges(&self, server: &'a PeerServer, runs: &'a [CurlRun]) -> Vec<Exchange<'a>> {
+        self.requests
+            .iter()
+            .zip(runs)
+            .map(|(&(path, status), run)| Exchange {
+                method: "GET",
+                path,
+                status,
+                server,
+                client: &run.process,
+                client_port: Some(run.local_port),
+                protocol_version: self.protocol_version,
+                user_agent: self.user_agent,
+            })
+            .collect()
+    }
 }

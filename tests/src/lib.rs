@@ -42,7 +42,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 pub use agent::{AgentGuard, Export, Selection, agent_binary};
 pub use cgroup::CgroupGuard;
 pub use collector::{OtlpProtocol, OtlpReceiver, SpanQuery, SpanRecord};
-pub use exchange::{Exchange, check_exchanges};
+pub use exchange::{CurlRequests, Exchange, check_exchanges};
 pub use peers::{PeerServer, ProcessIdentity};
 pub use process::ChildGuard;
 pub use semconv::Window;

@@ -117,6 +117,20 @@ pub fn python_interpreter() -> Result<PathBuf> {
         .map_err(anyhow::Error::msg)
 }
 
+/// Spawns `command` (a server about to listen on `port`) with `OTEL_SERVICE_NAME`, and waits
+/// until it listens.
+fn serve(
+    dir: &TempDir,
+    name: &str,
+    mut command: Command,
+    port: u16,
+    service_name: &str,
+) -> Result<PeerServer> {
+    command.env("OTEL_SERVICE_NAME", service_name);
+    let guard = ChildGuard::spawn(name, &mut command, dir.path(), Shutdown::Kill)?;
+    listening(guard, port, service_name)
+}
+
 /// Starts `server`, waits until it listens on `port`, and names the serving process.
 fn listening(mut guard: ChildGuard, port: u16, service_name: &str) -> Result<PeerServer> {
     wait_for_port(port, &mut guard, LISTEN_WAIT)?;
@@ -382,11 +396,14 @@ impl Runtime {
     /// Starts the runtime's server on a free port with `OTEL_SERVICE_NAME=service_name`.
     pub fn start_server(self, dir: &TempDir, service_name: &str) -> Result<PeerServer> {
         let port = free_port()?;
-        let (mut command, _) = self.command(&["server".to_string(), port.to_string()])?;
-        command.env("OTEL_SERVICE_NAME", service_name);
-        let name = format!("{}-server", self.name());
-        let guard = ChildGuard::spawn(&name, &mut command, dir.path(), Shutdown::Kill)?;
-        listening(guard, port, service_name)
+        let (command, _) = self.command(&["server".to_string(), port.to_string()])?;
+        serve(
+            dir,
+            &format!("{}-server", self.name()),
+            command,
+            port,
+            service_name,
+        )
     }
 
     /// Starts the runtime's proxy: `GET /x/N` calls `{downstream}/N` while serving, then answers
@@ -636,11 +653,14 @@ impl GrpcPeer {
     /// The server, on a free loopback port.
     pub fn start_server(self, dir: &TempDir, service_name: &str) -> Result<PeerServer> {
         let port = free_port()?;
-        let (mut command, _) = self.command(&["server".into(), port.to_string()])?;
-        command.env("OTEL_SERVICE_NAME", service_name);
-        let name = format!("{}-server", self.name());
-        let guard = ChildGuard::spawn(&name, &mut command, dir.path(), Shutdown::Kill)?;
-        listening(guard, port, service_name)
+        let (command, _) = self.command(&["server".into(), port.to_string()])?;
+        serve(
+            dir,
+            &format!("{}-server", self.name()),
+            command,
+            port,
+            service_name,
+        )
     }
 
     /// The grpcio client that makes 3 calls, prints `first`, waits for `go_file`, then makes 5
@@ -724,10 +744,8 @@ pub fn node_h2c_server(dir: &TempDir, service_name: &str) -> Result<PeerServer> 
     let mut command = Command::new(require_tool("node")?);
     command
         .arg(crate::peers_dir().join("node_h2.js"))
-        .args(["server", &port.to_string()])
-        .env("OTEL_SERVICE_NAME", service_name);
-    let guard = ChildGuard::spawn("node-h2c", &mut command, dir.path(), Shutdown::Kill)?;
-    listening(guard, port, service_name)
+        .args(["server", &port.to_string()]);
+    serve(dir, "node-h2c", command, port, service_name)
 }
 
 /// A self-signed certificate for 127.0.0.1 and localhost, made with the `openssl` tool.
@@ -773,10 +791,8 @@ pub fn python_https_server(
         .arg(port.to_string())
         .arg(&cert.cert)
         .arg(&cert.key)
-        .env("OTEL_SERVICE_NAME", service_name)
         .env("PYTHONUNBUFFERED", "1");
-    let guard = ChildGuard::spawn("python-https", &mut command, dir.path(), Shutdown::Kill)?;
-    listening(guard, port, service_name)
+    serve(dir, "python-https", command, port, service_name)
 }
 
 /// `peers/node_https.js server`.
@@ -814,15 +830,14 @@ fn node_https_listener(
         .args([mode, &port.to_string()])
         .arg(&cert.cert)
         .arg(&cert.key)
-        .args(extra)
-        .env("OTEL_SERVICE_NAME", service_name);
-    let guard = ChildGuard::spawn(
+        .args(extra);
+    serve(
+        dir,
         &format!("node-https-{mode}"),
-        &mut command,
-        dir.path(),
-        Shutdown::Kill,
-    )?;
-    listening(guard, port, service_name)
+        command,
+        port,
+        service_name,
+    )
 }
 
 /// `peers/node_https.js client`: GETs `urls` in turn over one keep-alive agent.

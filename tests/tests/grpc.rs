@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail, ensure};
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode};
-use tracewire_tests::peers::{self, CurlRun, GrpcPeer};
+use tracewire_tests::peers::{self, GrpcPeer};
 use tracewire_tests::{
-    AgentGuard, Exchange, Export, OtlpProtocol, OtlpReceiver, SpanRecord, TempDir, Window,
+    AgentGuard, CurlRequests, Export, OtlpProtocol, OtlpReceiver, SpanRecord, TempDir, Window,
     check_exchanges,
 };
 
@@ -192,35 +192,14 @@ fn curl_http2_prior_knowledge_to_node_h2c_server() -> Result<()> {
     let window = Window::open();
 
     // One curl per request: curl 7.88 cannot reuse a prior-knowledge connection.
-    let requests = [("/ok", 200), ("/missing", 404), ("/fail", 500)];
-    let mut runs: Vec<CurlRun> = Vec::new();
-    for (path, status) in requests {
-        let run = peers::curl(
-            &dir,
-            &server.url(path),
-            &["--http2-prior-knowledge", "--user-agent", USER_AGENT],
-        )?;
-        ensure!(
-            run.status == status,
-            "curl {path}: {} instead of {status}",
-            run.status
-        );
-        runs.push(run);
-    }
-    let exchanges: Vec<Exchange<'_>> = requests
-        .iter()
-        .zip(&runs)
-        .map(|(&(path, status), run)| Exchange {
-            method: "GET",
-            path,
-            status,
-            server: &server,
-            client: &run.process,
-            client_port: Some(run.local_port),
-            protocol_version: "2",
-            user_agent: USER_AGENT,
-        })
-        .collect();
+    let curl = CurlRequests {
+        requests: &[("/ok", 200), ("/missing", 404), ("/fail", 500)],
+        options: &["--http2-prior-knowledge", "--user-agent", USER_AGENT],
+        protocol_version: "2",
+        user_agent: USER_AGENT,
+    };
+    let runs = curl.run(&dir, &server)?;
+    let exchanges = curl.exchanges(&server, &runs);
     check_exchanges(&receiver, &exchanges, window)
 }
 

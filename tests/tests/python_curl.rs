@@ -5,9 +5,9 @@
 //! the connection then agree that `network.protocol.version` is "1.0".
 
 use anyhow::{Result, ensure};
-use tracewire_tests::peers::{self, CurlRun};
+use tracewire_tests::peers;
 use tracewire_tests::{
-    AgentGuard, Exchange, Export, OtlpProtocol, OtlpReceiver, Selection, TempDir, Window,
+    AgentGuard, CurlRequests, Export, OtlpProtocol, OtlpReceiver, Selection, TempDir, Window,
     check_exchanges,
 };
 
@@ -26,32 +26,14 @@ fn curl_to_python(protocol: OtlpProtocol, compression: &str) -> Result<()> {
     let _agent = AgentGuard::start_selecting(Export::Otlp(&receiver), &selection, dir.path())?;
     let window = Window::open();
 
-    let requests = [("/ok.html", 200), ("/missing", 404)];
-    let mut runs: Vec<CurlRun> = Vec::new();
-    for (path, status) in requests {
-        let run = peers::curl(&dir, &python.url(path), &CURL_OPTIONS)?;
-        ensure!(
-            run.status == status,
-            "curl GET {path}: {} instead of {status}",
-            run.status
-        );
-        runs.push(run);
-    }
-
-    let exchanges: Vec<Exchange<'_>> = requests
-        .iter()
-        .zip(&runs)
-        .map(|(&(path, status), run)| Exchange {
-            method: "GET",
-            path,
-            status,
-            server: &python,
-            client: &run.process,
-            client_port: Some(run.local_port),
-            protocol_version: "1.0",
-            user_agent: USER_AGENT,
-        })
-        .collect();
+    let curl = CurlRequests {
+        requests: &[("/ok.html", 200), ("/missing", 404)],
+        options: &CURL_OPTIONS,
+        protocol_version: "1.0",
+        user_agent: USER_AGENT,
+    };
+    let runs = curl.run(&dir, &python)?;
+    let exchanges = curl.exchanges(&python, &runs);
     check_exchanges(&receiver, &exchanges, window)?;
     let wanted = if compression == "none" {
         "identity"
