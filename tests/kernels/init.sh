@@ -19,6 +19,16 @@ cat /check.txt
 echo "==TW-CHECK-END== rc=$rc"
 
 httpd -f -p 127.0.0.1:8080 -h /www &
+httpd=$!
+# The server must be listening before the agent starts (these requests are not traced): under
+# TCG with one vCPU a busy guest can leave it unscheduled for a long time.
+i=0
+while [ $i -lt 40 ]; do
+    wget -q -O /dev/null http://127.0.0.1:8080/ok.html 2>/dev/null && break
+    sleep 0.25
+    i=$((i + 1))
+done
+echo "TW-HTTPD listening after $i polls"
 # Trace-context injection is scoped to this cgroup: a client in it gets a traceparent, one
 # outside does not.
 mkdir -p /sys/fs/cgroup/tw
@@ -40,6 +50,7 @@ while [ $i -lt 60 ]; do
     i=$((i + 1))
 done
 
+kill -0 $httpd 2>/dev/null || echo "TW-NOTE httpd exited while the agent started"
 wget -q -O - http://127.0.0.1:8080/ok.html
 wget -q -O - http://127.0.0.1:8080/missing.html 2>/dev/null || echo "TW-NOTE 404 as expected"
 # nc answers with an empty 200 and records the raw request it got.
