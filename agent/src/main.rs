@@ -6,10 +6,15 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::sync::watch;
 use tracewire::{
     capture::{CaptureConfig, check, process, select::ExeSelector},
-    export::{BatchConfig, Sink, otlp, stdout::StdoutSink},
+    config::{self, Exporter, FileConfig},
+    export::{
+        BatchConfig, Sink, otlp, otlp_metrics::MetricsExportConfig, red::RedConfig,
+        stdout::StdoutSink,
+    },
     pipeline::{self, Settings},
     reassembly::Limits,
-    span::{http::SpanOptions, rpc::RpcConventions, sampler::Sampler},
+    sampling::head::Sampler,
+    span::{http::SpanOptions, rpc::RpcConventions},
 };
 
 /// Zero-code distributed tracing: every HTTP/1.x request on this host becomes an OpenTelemetry
@@ -29,6 +34,9 @@ enum Command {
     Run(RunArgs),
     /// Report which capture paths this host supports; exits non-zero if the agent cannot run.
     Check(RunArgs),
+    /// Print the configuration in effect (flags > environment > --config file > defaults) as
+    /// YAML, which `--config` accepts back; exits non-zero if it is not valid.
+    Config(RunArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -41,6 +49,10 @@ enum ExporterKind {
 
 #[derive(Args, Debug, Clone)]
 struct RunArgs {
+    /// A YAML file with any of these settings, the OTEL_* ones and the tail-sampling policies
+    /// (see deploy/tracewire.yaml). Flags win over the environment, which wins over the file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Where spans go. Default: otlp when OTEL_EXPORTER_OTLP_ENDPOINT or
     /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set, stdout otherwise.
     #[arg(long, value_enum)]
@@ -68,14 +80,15 @@ struct RunArgs {
     metrics_addr: Option<SocketAddr>,
     /// Payload bytes copied per read/write syscall (max 8192). Message heads longer than what
     /// one syscall carries within this are dropped (counted as truncated_head).
-    #[arg(long, default_value_t = agent_common::DEFAULT_CAPTURE)]
-    capture_bytes: u32,
-    /// Size of the kernel ring buffer (rounded up to a power of two).
-    #[arg(long, default_value_t = 8 << 20)]
-    ring_buffer_bytes: u32,
-    /// Connections tracked at once, in the kernel and in the agent.
-    #[arg(long, default_value_t = 65536)]
-    max_connections: u32,
+    /// [default: 4096]
+    #[arg(long)]
+    capture_bytes: Option<u32>,
+    /// Size of the kernel ring buffer (rounded up to a power of two). [default: 8388608]
+    #[arg(long)]
+    ring_buffer_bytes: Option<u32>,
+    /// Connections tracked at once, in the kernel and in the agent. [default: 65536]
+    #[arg(long)]
+    max_connections: Option<u32>,
     /// Export query strings (url.query, and in url.full). Off: they often carry secrets.
     #[arg(long)]
     capture_query: bool,
@@ -87,24 +100,66 @@ struct RunArgs {
     no_tls: bool,
 }
 
-fn capture_config(args: &RunArgs) -> anyhow::Result<CaptureConfig> {
-    Ok(CaptureConfig {
+/// The command line in the config file's shape, so that one overlay gives flags precedence.
+fn flags(args: &RunArgs) -> FileConfig {
+    FileConfig {
+        exporter: args.exporter.map(|e| match e {
+            ExporterKind::Stdout => Exporter::Stdout,
+            ExporterKind::Otlp => Exporter::Otlp,
+        }),
+        pids: args.pids.clone(),
+        cgroups: args.cgroups.clone(),
+        exes: args.exes.clone(),
+        ports: args.ports.clone(),
+        inject_cgroups: args.inject_cgroups.clone(),
+        metrics_addr: args.metrics_addr,
         capture_bytes: args.capture_bytes,
         ring_buffer_bytes: args.ring_buffer_bytes,
         max_connections: args.max_connections,
-        pids: args.pids.clone(),
-        exes: ExeSelector::new(&args.exes)?,
-        cgroups: args.cgroups.clone(),
-        ports: args.ports.clone(),
-        inject_cgroups: args.inject_cgroups.clone(),
-        tls: !args.no_tls,
+        capture_query: args.capture_query.then_some(true),
+        export_command_line: args.export_command_line.then_some(true),
+        tls: args.no_tls.then_some(false),
+        ..FileConfig::default()
+    }
+}
+
+/// Reads `--config`, lets the flags override it and writes its `OTEL_*` values into the
+/// environment where unset. Runs before the async runtime starts: no other thread exists yet.
+fn configure(args: &RunArgs) -> anyhow::Result<FileConfig> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let merged = file.overlaid_by(flags(args));
+    // SAFETY: called from main before the runtime (or any thread) is started.
+    unsafe { merged.export_to_env() };
+    let effective = merged.effective();
+    // Fail now, with the variable's name, rather than half-way through start-up.
+    Sampler::from_env()?;
+    otlp::Transport::from_env()?;
+    Ok(effective)
+}
+
+fn capture_config(c: &FileConfig) -> anyhow::Result<CaptureConfig> {
+    Ok(CaptureConfig {
+        capture_bytes: c.capture_bytes.unwrap_or(config::DEFAULT_CAPTURE_BYTES),
+        ring_buffer_bytes: c
+            .ring_buffer_bytes
+            .unwrap_or(config::DEFAULT_RING_BUFFER_BYTES),
+        max_connections: c.max_connections.unwrap_or(config::DEFAULT_MAX_CONNECTIONS),
+        pids: c.pids.clone(),
+        exes: ExeSelector::new(&c.exes)?,
+        cgroups: c.cgroups.clone(),
+        ports: c.ports.clone(),
+        inject_cgroups: c.inject_cgroups.clone(),
+        tls: c.tls.unwrap_or(true),
         sampler: Sampler::from_env()?,
         drain_interval: Duration::from_millis(10),
     })
 }
 
-fn check_host(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let findings = check::run(&capture_config(args)?);
+fn check_host(c: &FileConfig) -> anyhow::Result<ExitCode> {
+    let findings = check::run(&capture_config(c)?);
     let mut fatal = Vec::new();
     for f in &findings {
         let mark = match (f.ok, f.required) {
@@ -129,20 +184,9 @@ fn check_host(args: &RunArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let exporter = match args.exporter {
-        Some(e) => e,
-        None if otlp::endpoint_configured() => ExporterKind::Otlp,
-        None => ExporterKind::Stdout,
-    };
-    let sink = match exporter {
-        ExporterKind::Stdout => {
-            tracing::info!(
-                "printing spans to stdout; set OTEL_EXPORTER_OTLP_ENDPOINT to send them to a collector"
-            );
-            Sink::Stdout(StdoutSink::new())
-        }
-        ExporterKind::Otlp => {
+async fn run(c: FileConfig) -> anyhow::Result<()> {
+    let sink = match c.exporter {
+        Some(Exporter::Otlp) => {
             let transport = otlp::Transport::from_env()?;
             tracing::info!(?transport, "exporting spans over OTLP");
             Sink::Otlp(Box::new(otlp::OtlpSink::new(
@@ -150,25 +194,44 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 process::host_name(),
             )?))
         }
+        _ => {
+            tracing::info!(
+                "printing spans to stdout; set OTEL_EXPORTER_OTLP_ENDPOINT to send them to a collector"
+            );
+            Sink::Stdout(StdoutSink::new())
+        }
+    };
+    let max_connections = c.max_connections.unwrap_or(config::DEFAULT_MAX_CONNECTIONS);
+    let red = c.metrics.red.unwrap_or(true).then(|| RedConfig {
+        max_series: c.metrics.max_series.unwrap_or(config::DEFAULT_MAX_SERIES),
+        max_routes_per_service: c
+            .metrics
+            .max_routes_per_service
+            .unwrap_or(config::DEFAULT_MAX_ROUTES_PER_SERVICE),
+    });
+    // Metrics go over OTLP where the spans do.
+    let metrics_export = match (c.exporter, &red) {
+        (Some(Exporter::Otlp), Some(_)) => Some(MetricsExportConfig::from_env()?),
+        _ => None,
     };
     let settings = Settings {
-        capture: capture_config(&args)?,
+        capture: capture_config(&c)?,
         limits: Limits {
-            max_connections: args.max_connections as usize,
+            max_connections: max_connections as usize,
             ..Limits::default()
         },
         span: SpanOptions {
-            capture_query: args.capture_query,
-            rpc: RpcConventions::from_opt_in(
-                std::env::var("OTEL_SEMCONV_STABILITY_OPT_IN")
-                    .ok()
-                    .as_deref(),
-            ),
+            capture_query: c.capture_query.unwrap_or(false),
+            rpc: RpcConventions::from_opt_in(c.semconv_stability_opt_in.as_deref()),
         },
         sampler: Sampler::from_env()?,
+        tail: c.sampling.tail.clone(),
         batch: BatchConfig::from_env(),
-        metrics_addr: args.metrics_addr,
-        export_command_line: args.export_command_line,
+        metrics_addr: c.metrics_addr,
+        red,
+        metrics_export,
+        host_name: process::host_name(),
+        export_command_line: c.export_command_line.unwrap_or(false),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -205,15 +268,22 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let result = match cli.command {
-        Some(Command::Check(args)) => check_host(&args),
-        Some(Command::Run(args)) => runtime()
-            .and_then(|rt| rt.block_on(run(args)))
-            .map(|()| ExitCode::SUCCESS),
-        None => runtime()
-            .and_then(|rt| rt.block_on(run(cli.run)))
-            .map(|()| ExitCode::SUCCESS),
+    let (command, args) = match cli.command {
+        Some(Command::Check(args)) => ("check", args),
+        Some(Command::Config(args)) => ("config", args),
+        Some(Command::Run(args)) => ("run", args),
+        None => ("run", cli.run),
     };
+    let result = configure(&args).and_then(|c| match command {
+        "check" => check_host(&c),
+        "config" => {
+            print!("{}", c.to_yaml());
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => runtime()
+            .and_then(|rt| rt.block_on(run(c)))
+            .map(|()| ExitCode::SUCCESS),
+    });
     match result {
         Ok(code) => code,
         Err(err) => {

@@ -1,15 +1,26 @@
 //! The wiring, and only the wiring: capture -> reassembly -> span -> export, each stage a task
 //! joined to the next by a named bounded queue. Shutdown flows the same way: capture stops and
 //! drains, then each queue closes behind it and the exporter flushes last.
-use std::net::SocketAddr;
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
 
 use tokio::sync::{mpsc, watch};
 
 use crate::{
     capture::{Capture, CaptureConfig, CaptureError, process::ProcessCache},
-    export::{self, BatchConfig, Sink},
+    export::{
+        self, BatchConfig, Sink,
+        otlp_metrics::MetricsExportConfig,
+        red::{Red, RedConfig},
+    },
     reassembly::{self, ConnTable, Limits},
-    span::{self, http::SpanOptions, sampler::Sampler},
+    sampling::{
+        head::Sampler,
+        tail::{TailConfig, TailError, TailSampler},
+    },
+    span::{self, http::SpanOptions},
     telemetry::TELEMETRY,
 };
 
@@ -24,8 +35,16 @@ pub struct Settings {
     pub limits: Limits,
     pub span: SpanOptions,
     pub sampler: Sampler,
+    /// Tail sampling in the agent (`sampling.tail` in the config file), if configured.
+    pub tail: Option<TailConfig>,
     pub batch: BatchConfig,
     pub metrics_addr: Option<SocketAddr>,
+    /// RED histograms (on `/metrics`), if on.
+    pub red: Option<RedConfig>,
+    /// Where the RED histograms go over OTLP, if they do.
+    pub metrics_export: Option<MetricsExportConfig>,
+    /// `host.name` on the metrics' resources.
+    pub host_name: String,
     pub export_command_line: bool,
 }
 
@@ -33,6 +52,8 @@ pub struct Settings {
 pub enum PipelineError {
     #[error(transparent)]
     Capture(#[from] CaptureError),
+    #[error("sampling.tail in the config file: {0}")]
+    Tail(#[from] TailError),
     #[error("cannot serve metrics on {addr}: {source}; pick another --metrics-addr")]
     Metrics {
         addr: SocketAddr,
@@ -55,10 +76,31 @@ pub async fn run(
         ),
         None => None,
     };
+    let red = settings.red.map(|cfg| {
+        let start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        Arc::new(Mutex::new(Red::new(cfg, start)))
+    });
     if let Some(listener) = metrics {
-        tokio::spawn(export::metrics::serve(listener, shutdown.clone()));
+        tokio::spawn(export::metrics::serve(
+            listener,
+            red.clone(),
+            shutdown.clone(),
+        ));
     }
+    let metrics_exporter = match (settings.metrics_export, &red) {
+        (Some(cfg), Some(red)) => Some(tokio::spawn(export::otlp_metrics::run(
+            cfg,
+            Arc::clone(red),
+            settings.host_name.clone(),
+            shutdown.clone(),
+        ))),
+        _ => None,
+    };
 
+    let tail = settings.tail.map(TailSampler::new).transpose()?;
     let capture = Capture::start(&settings.capture)?;
     TELEMETRY
         .ready
@@ -78,13 +120,23 @@ pub async fn run(
         span_tx,
         settings.span,
         settings.sampler,
+        red,
     ));
-    let exporter = tokio::spawn(export::run(span_rx, sink, settings.batch));
+    let exporter = tokio::spawn(export::run(
+        span_rx,
+        sink,
+        settings.batch,
+        tail,
+        shutdown.clone(),
+    ));
 
     let captured = capture.run(event_tx, shutdown).await;
     let _ = reassembly.await;
     let _ = spans.await;
     let _ = exporter.await;
+    if let Some(m) = metrics_exporter {
+        let _ = m.await;
+    }
     captured?;
     Ok(())
 }

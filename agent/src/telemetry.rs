@@ -2,8 +2,13 @@
 //! with its reason, logged once in a while, and served on `/metrics`.
 use std::{
     fmt::Write as _,
-    sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+    },
 };
+
+use crate::sampling::tail::TailStats;
 
 /// Why something was dropped. The label is the `reason` on `tracewire_dropped_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,10 +69,12 @@ pub enum Drop {
     /// TLS plaintext written behind a memory BIO (Node) whose socket was never named (its
     /// ciphertext was not written right after, or another write came first on the thread).
     TlsUnbound,
+    /// Spans still queued when the shutdown deadline passed (a collector down at shutdown).
+    ShutdownDeadline,
 }
 
 impl Drop {
-    pub const ALL: [Drop; 25] = [
+    pub const ALL: [Drop; 26] = [
         Drop::KernelRingFull,
         Drop::EventQueueFull,
         Drop::MalformedRecord,
@@ -93,6 +100,7 @@ impl Drop {
         Drop::TlsOpaque,
         Drop::TlsHandshakeOnly,
         Drop::TlsUnbound,
+        Drop::ShutdownDeadline,
     ];
 
     pub fn label(self) -> &'static str {
@@ -122,6 +130,7 @@ impl Drop {
             Drop::TlsOpaque => "tls_opaque",
             Drop::TlsHandshakeOnly => "tls_handshake_only",
             Drop::TlsUnbound => "tls_unbound",
+            Drop::ShutdownDeadline => "shutdown_deadline",
         }
     }
 }
@@ -148,7 +157,21 @@ pub struct Telemetry {
     pub injection_active: AtomicBool,
     /// The kernel's counters (agent_common::KernelCounter), copied from the kernel.
     kernel: [AtomicU64; agent_common::KERNEL_COUNTERS as usize],
+    /// Export requests by how long they took: counts per [`EXPORT_BUCKETS`] bound (+Inf last).
+    export_buckets: [AtomicU64; EXPORT_BUCKETS.len() + 1],
+    export_nanos: AtomicU64,
+    /// Spans waiting in the export queue, and its bound.
+    pub export_queue_depth: AtomicU64,
+    pub export_queue_capacity: AtomicU64,
+    /// OTLP metric export requests that succeeded, and that failed.
+    pub metric_exports: AtomicU64,
+    pub metric_export_errors: AtomicU64,
+    /// The tail sampler's last reported state, when one runs.
+    tail: Mutex<Option<TailStats>>,
 }
+
+/// Upper bounds (seconds) of the export-duration histogram.
+const EXPORT_BUCKETS: [f64; 8] = [0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0];
 
 /// Outcomes of trace-context injection, by kernel counter, as `tracewire_injection_total`
 /// labels.
@@ -192,7 +215,32 @@ impl Telemetry {
             ready: AtomicBool::new(false),
             injection_active: AtomicBool::new(false),
             kernel: [ZERO; agent_common::KERNEL_COUNTERS as usize],
+            export_buckets: [ZERO; EXPORT_BUCKETS.len() + 1],
+            export_nanos: AtomicU64::new(0),
+            export_queue_depth: AtomicU64::new(0),
+            export_queue_capacity: AtomicU64::new(0),
+            metric_exports: AtomicU64::new(0),
+            metric_export_errors: AtomicU64::new(0),
+            tail: Mutex::new(None),
         }
+    }
+
+    /// One export request (successful or not) took `took`.
+    pub fn record_export(&self, took: std::time::Duration) {
+        let secs = took.as_secs_f64();
+        let slot = EXPORT_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(EXPORT_BUCKETS.len());
+        if let Some(c) = self.export_buckets.get(slot) {
+            c.fetch_add(1, Relaxed);
+        }
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.export_nanos.fetch_add(nanos, Relaxed);
+    }
+
+    pub fn set_tail(&self, stats: TailStats) {
+        *self.tail.lock().unwrap_or_else(PoisonError::into_inner) = Some(stats);
     }
 
     /// Sets the kernel's counters (their totals over CPUs).
@@ -350,8 +398,120 @@ impl Telemetry {
              tracewire_injection_active {}",
             u8::from(self.injection_active.load(Relaxed))
         );
+        self.render_export(&mut out);
+        self.render_tail(&mut out);
+        render_process(&mut out);
         out
     }
+
+    fn render_export(&self, out: &mut String) {
+        let name = "tracewire_export_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time each OTLP span export request took, retries included.\n\
+             # TYPE {name} histogram"
+        );
+        let mut cumulative = 0;
+        for (i, c) in self.export_buckets.iter().enumerate() {
+            cumulative += c.load(Relaxed);
+            match EXPORT_BUCKETS.get(i) {
+                Some(le) => {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+                }
+                None => {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+                }
+            }
+        }
+        let sum = self.export_nanos.load(Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
+        let _ = writeln!(
+            out,
+            "# HELP tracewire_export_queue_spans Spans waiting for export, and the queue's bound.\n\
+             # TYPE tracewire_export_queue_spans gauge\n\
+             tracewire_export_queue_spans{{state=\"queued\"}} {}\n\
+             tracewire_export_queue_spans{{state=\"capacity\"}} {}\n\
+             # HELP tracewire_metric_exports_total OTLP metric export requests by outcome.\n\
+             # TYPE tracewire_metric_exports_total counter\n\
+             tracewire_metric_exports_total{{outcome=\"ok\"}} {}\n\
+             tracewire_metric_exports_total{{outcome=\"failed\"}} {}",
+            self.export_queue_depth.load(Relaxed),
+            self.export_queue_capacity.load(Relaxed),
+            self.metric_exports.load(Relaxed),
+            self.metric_export_errors.load(Relaxed),
+        );
+    }
+
+    fn render_tail(&self, out: &mut String) {
+        let Some(t) = *self.tail.lock().unwrap_or_else(PoisonError::into_inner) else {
+            return;
+        };
+        let _ = writeln!(
+            out,
+            "# HELP tracewire_tail_sampling_traces_total Traces the tail sampler decided.\n\
+             # TYPE tracewire_tail_sampling_traces_total counter\n\
+             tracewire_tail_sampling_traces_total{{decision=\"kept\"}} {}\n\
+             tracewire_tail_sampling_traces_total{{decision=\"dropped\"}} {}\n\
+             # HELP tracewire_tail_sampling_spans_total Spans by their trace's decision; late \
+             spans came after it.\n\
+             # TYPE tracewire_tail_sampling_spans_total counter\n\
+             tracewire_tail_sampling_spans_total{{decision=\"kept\",late=\"false\"}} {}\n\
+             tracewire_tail_sampling_spans_total{{decision=\"dropped\",late=\"false\"}} {}\n\
+             tracewire_tail_sampling_spans_total{{decision=\"kept\",late=\"true\"}} {}\n\
+             tracewire_tail_sampling_spans_total{{decision=\"dropped\",late=\"true\"}} {}\n\
+             # HELP tracewire_tail_sampling_decided_early_total Traces decided before \
+             decision_wait because the buffer hit num_traces or max_buffered_bytes.\n\
+             # TYPE tracewire_tail_sampling_decided_early_total counter\n\
+             tracewire_tail_sampling_decided_early_total {}\n\
+             # HELP tracewire_tail_sampling_buffered What the tail sampler holds now.\n\
+             # TYPE tracewire_tail_sampling_buffered gauge\n\
+             tracewire_tail_sampling_buffered{{unit=\"traces\"}} {}\n\
+             tracewire_tail_sampling_buffered{{unit=\"spans\"}} {}\n\
+             tracewire_tail_sampling_buffered{{unit=\"bytes\"}} {}",
+            t.traces_kept,
+            t.traces_dropped,
+            t.spans_kept,
+            t.spans_dropped,
+            t.late_kept,
+            t.late_dropped,
+            t.decided_early,
+            t.buffered_traces,
+            t.buffered_spans,
+            t.buffered_bytes,
+        );
+    }
+}
+
+/// The agent's own memory and CPU, with the names Prometheus client libraries use.
+fn render_process(out: &mut String) {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    let rss_pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let cpu_ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised comm: utime and stime are the 12th and 13th.
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "# HELP process_resident_memory_bytes The agent's resident memory.\n\
+         # TYPE process_resident_memory_bytes gauge\n\
+         process_resident_memory_bytes {}\n\
+         # HELP process_cpu_seconds_total CPU time the agent used, user and system.\n\
+         # TYPE process_cpu_seconds_total counter\n\
+         process_cpu_seconds_total {}",
+        rss_pages * page,
+        cpu_ticks as f64 / ticks
+    );
 }
 
 impl Default for Telemetry {

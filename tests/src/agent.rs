@@ -61,6 +61,8 @@ pub struct Selection {
     /// binary to give it instead of [`agent_binary`]. The pid stays the agent's.
     pub launcher: Vec<OsString>,
     pub binary: Option<PathBuf>,
+    /// More `tracewire run` arguments (e.g. `--config FILE`).
+    pub extra_args: Vec<OsString>,
 }
 
 impl Selection {
@@ -94,6 +96,7 @@ impl Selection {
         for cgroup in &self.inject_cgroups {
             flag("--inject-cgroup", cgroup.into());
         }
+        args.extend(self.extra_args.iter().cloned());
         args
     }
 }

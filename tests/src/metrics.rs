@@ -67,6 +67,81 @@ pub fn label_sets(text: &str, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// One sample as the official Prometheus client's parser read it.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct ParsedSample {
+    /// The metric family (for a histogram, without `_bucket`/`_sum`/`_count`).
+    pub family: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub value: serde_json::Value,
+}
+
+/// `/metrics` text as a real Prometheus parser reads it.
+pub struct Scrape {
+    pub samples: Vec<ParsedSample>,
+}
+
+/// `text` parsed by the official Prometheus Python client's text-format parser
+/// (`peers/prom_parse.py`); a line it rejects fails the parse.
+pub fn scrape(text: &str) -> anyhow::Result<Scrape> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    let python = crate::peers::otel_sdk_python()?;
+    let mut child = std::process::Command::new(&python)
+        .arg(crate::peers_dir().join("prom_parse.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {}", python.display()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(text.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "the Prometheus parser rejected /metrics: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(Scrape {
+        samples: serde_json::from_slice(&out.stdout).context("prom_parse.py output")?,
+    })
+}
+
+impl ParsedSample {
+    fn number(&self) -> f64 {
+        match &self.value {
+            serde_json::Value::Number(n) => n.as_f64().unwrap_or(0.0),
+            serde_json::Value::String(s) if s == "inf" => f64::INFINITY,
+            _ => 0.0,
+        }
+    }
+
+    /// Whether every (name, value) in `want` is among the labels.
+    pub fn has_labels(&self, want: &[(&str, &str)]) -> bool {
+        want.iter()
+            .all(|(k, v)| self.labels.get(*k).is_some_and(|got| got == v))
+    }
+}
+
+/// The sum of the samples named `name` having `labels`.
+pub fn scalar(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.name == name && s.has_labels(labels))
+        .map(ParsedSample::number)
+        .sum()
+}
+
+/// The observation count of the histogram `name`'s series having `labels`, summed.
+pub fn histogram_count(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scalar(scrape, &format!("{name}_count"), labels)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

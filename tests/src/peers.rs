@@ -859,3 +859,62 @@ pub fn node_https_client(dir: &TempDir, cert: &SelfSigned, urls: &[String]) -> R
         stdout: finished.stdout,
     })
 }
+
+/// `peers/mixed_server.py`: `GET /items/N` answers 500 when N % 100 == 0, 200 after 600 ms when
+/// N % 100 == 50, and 200 at once otherwise.
+pub fn mixed_server(dir: &TempDir, service_name: &str) -> Result<PeerServer> {
+    let port = free_port()?;
+    let mut command = Command::new(python_interpreter()?);
+    command
+        .arg(crate::peers_dir().join("mixed_server.py"))
+        .arg(port.to_string())
+        .env("PYTHONUNBUFFERED", "1");
+    serve(dir, "mixed-server", command, port, service_name)
+}
+
+/// What `peers/steady_load.py` reports.
+#[derive(Debug, serde::Deserialize)]
+pub struct LoadReport {
+    /// Responses by status code.
+    pub statuses: std::collections::BTreeMap<String, u64>,
+    /// The slowest request, in seconds.
+    pub slowest_s: f64,
+}
+
+impl LoadReport {
+    pub fn count(&self, status: u16) -> u64 {
+        self.statuses.get(&status.to_string()).copied().unwrap_or(0)
+    }
+}
+
+/// `peers/steady_load.py`: `GET {prefix}/{first}` .. `{prefix}/{first+n-1}` to 127.0.0.1:`port`
+/// from `threads` keep-alive connections, `pause_ms` between a thread's requests.
+pub fn steady_load(
+    dir: &TempDir,
+    port: u16,
+    prefix: &str,
+    range: std::ops::Range<u64>,
+    threads: u32,
+    pause_ms: u32,
+) -> Result<LoadReport> {
+    let mut command = Command::new(python_interpreter()?);
+    command
+        .arg(crate::peers_dir().join("steady_load.py"))
+        .args([
+            "127.0.0.1".to_string(),
+            port.to_string(),
+            prefix.to_string(),
+            range.start.to_string(),
+            (range.end - range.start).to_string(),
+            threads.to_string(),
+            pause_ms.to_string(),
+        ]);
+    let finished = crate::process::run_to_completion(
+        "steady-load",
+        &mut command,
+        dir.path(),
+        std::time::Duration::from_secs(300),
+    )?;
+    serde_json::from_str(finished.stdout.trim())
+        .with_context(|| format!("steady_load.py printed {:?}", finished.stdout))
+}

@@ -709,7 +709,10 @@ fn boot(vmlinuz: &Path, initramfs: &Path, console: &Path, timeout: Duration) -> 
         .arg(vmlinuz)
         .arg("-initrd")
         .arg(initramfs)
-        .args(["-append", "console=ttyS0 panic=-1 loglevel=4 acpi=off print-fatal-signals=1"])
+        .args([
+            "-append",
+            "console=ttyS0 panic=-1 loglevel=4 acpi=off print-fatal-signals=1",
+        ])
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);

@@ -196,10 +196,12 @@ fn cargo_fuzz() -> Result<()> {
 /// The Python peers' packages, in a virtualenv kept at a stable place (pinned versions; nothing
 /// installed system-wide): the official OpenTelemetry Python SDK for the interop tests, and
 /// grpcio for the gRPC tests.
-pub const OTEL_SDK_PACKAGES: [&str; 3] = [
+pub const OTEL_SDK_PACKAGES: [&str; 4] = [
     "opentelemetry-sdk==1.45.2",
     "opentelemetry-exporter-otlp-proto-http==1.45.2",
     "grpcio==1.76.0",
+    // The official Prometheus client's text-format parser reads the agent's /metrics in tests.
+    "prometheus-client==0.26.0",
 ];
 
 pub fn otel_sdk_venv() -> PathBuf {
@@ -216,7 +218,8 @@ fn otel_sdk() -> Result<()> {
     let ready = || {
         output(Command::new(&python).args([
             "-c",
-            "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http, grpc",
+            "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http, grpc, \
+             prometheus_client.parser",
         ]))
         .is_some()
     };

@@ -177,7 +177,7 @@ pub struct CaptureConfig {
     /// Attach the OpenSSL uprobes (TLS plaintext).
     pub tls: bool,
     /// The sampler, whose root rule the kernel applies to traces it starts.
-    pub sampler: crate::span::sampler::Sampler,
+    pub sampler: crate::sampling::head::Sampler,
     /// Drain period of the ring buffer when nothing woke the reader.
     pub drain_interval: Duration,
 }

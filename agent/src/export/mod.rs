@@ -1,13 +1,16 @@
 //! Export: batches spans from a bounded queue and hands them to a sink (OTLP or the terminal).
 pub mod metrics;
 pub mod otlp;
+pub mod otlp_metrics;
+pub mod red;
 pub mod stdout;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::{
+    sampling::tail::TailSampler,
     span::Span,
     telemetry::{Drop, TELEMETRY},
 };
@@ -62,10 +65,15 @@ impl Sink {
         let n = batch.len() as u64;
         let result = match self {
             Sink::Stdout(s) => s.export(&batch),
-            Sink::Otlp(s) => match tokio::time::timeout(timeout, s.export(batch)).await {
-                Ok(r) => r,
-                Err(_) => Err(format!("export timed out after {timeout:?}")),
-            },
+            Sink::Otlp(s) => {
+                let started = Instant::now();
+                let r = match tokio::time::timeout(timeout, s.export(batch)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(format!("export timed out after {timeout:?}")),
+                };
+                TELEMETRY.record_export(started.elapsed());
+                r
+            }
         };
         match result {
             Ok(()) => {
@@ -101,10 +109,31 @@ pub fn enqueue(tx: &mpsc::Sender<Span>, span: Span) {
     }
 }
 
-/// Runs until the span queue closes, then flushes what is left.
-pub async fn run(mut rx: mpsc::Receiver<Span>, mut sink: Sink, cfg: BatchConfig) {
+/// How long the exporter keeps trying after shutdown begins: a collector that is down must
+/// not hold the agent (and a node drain) for the export timeout times the batches queued.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How often buffered traces are checked for a tail-sampling decision.
+const TAIL_TICK: Duration = Duration::from_millis(100);
+
+/// Runs until the span queue closes, then flushes what is left (within [`SHUTDOWN_DEADLINE`]
+/// of `shutdown` flipping). With a tail sampler, spans wait in it for their trace's decision
+/// and only kept ones are batched.
+pub async fn run(
+    mut rx: mpsc::Receiver<Span>,
+    mut sink: Sink,
+    cfg: BatchConfig,
+    mut tail: Option<TailSampler>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut batch = Vec::with_capacity(cfg.max_batch);
     let mut open = true;
+    let mut deadline_at: Option<Instant> = None;
+    TELEMETRY
+        .export_queue_capacity
+        .store(cfg.max_queue as u64, std::sync::atomic::Ordering::Relaxed);
+    let mut tick = tokio::time::interval(TAIL_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while open {
         let deadline = tokio::time::sleep(cfg.schedule_delay);
         tokio::pin!(deadline);
@@ -112,9 +141,12 @@ pub async fn run(mut rx: mpsc::Receiver<Span>, mut sink: Sink, cfg: BatchConfig)
             tokio::select! {
                 span = rx.recv() => match span {
                     Some(span) => {
-                        batch.push(span);
+                        match tail.as_mut() {
+                            Some(t) => t.push(span, Instant::now(), &mut batch),
+                            None => batch.push(span),
+                        }
                         // The terminal shows spans as they come: what is queued now, at once.
-                        if matches!(sink, Sink::Stdout(_)) {
+                        if matches!(sink, Sink::Stdout(_)) && tail.is_none() {
                             while batch.len() < cfg.max_batch {
                                 match rx.try_recv() {
                                     Ok(span) => batch.push(span),
@@ -129,13 +161,58 @@ pub async fn run(mut rx: mpsc::Receiver<Span>, mut sink: Sink, cfg: BatchConfig)
                         break;
                     }
                 },
+                _ = tick.tick(), if tail.is_some() => {
+                    if let Some(t) = tail.as_mut() {
+                        t.expire(Instant::now(), &mut batch);
+                        TELEMETRY.set_tail(t.stats());
+                    }
+                    if matches!(sink, Sink::Stdout(_)) && !batch.is_empty() {
+                        break;
+                    }
+                }
+                _ = shutdown.changed(), if deadline_at.is_none() => {
+                    deadline_at = Some(Instant::now() + SHUTDOWN_DEADLINE);
+                }
                 _ = &mut deadline => break,
             }
         }
-        if !batch.is_empty() {
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(cfg.max_batch));
-            sink.export(full, cfg.export_timeout).await;
+        TELEMETRY
+            .export_queue_depth
+            .store(rx.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        if !open && let Some(t) = tail.as_mut() {
+            t.flush(&mut batch);
+            TELEMETRY.set_tail(t.stats());
+        }
+        while !batch.is_empty() {
+            let take = batch.len().min(cfg.max_batch);
+            let rest = batch.split_off(take);
+            let full = std::mem::replace(&mut batch, rest);
+            export_within(&mut sink, full, cfg.export_timeout, deadline_at).await;
+            if batch.len() < cfg.max_batch && open {
+                break;
+            }
         }
     }
     sink.shutdown().await;
+}
+
+/// Exports one batch, or drops it (counted) once the shutdown deadline has passed.
+async fn export_within(
+    sink: &mut Sink,
+    batch: Vec<Span>,
+    timeout: Duration,
+    deadline_at: Option<Instant>,
+) {
+    let timeout = match deadline_at {
+        None => timeout,
+        Some(at) => {
+            let left = at.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                TELEMETRY.drop_n(Drop::ShutdownDeadline, batch.len() as u64);
+                return;
+            }
+            timeout.min(left)
+        }
+    };
+    sink.export(batch, timeout).await;
 }

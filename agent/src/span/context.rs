@@ -15,7 +15,8 @@ use crate::{
     telemetry::{Drop, TELEMETRY},
 };
 
-use super::{new_span_id, new_trace_id, sampler::Sampler};
+use super::{new_span_id, new_trace_id};
+use crate::sampling::head::Sampler;
 
 /// Where a span sits in its trace.
 #[derive(Clone, Debug, PartialEq, Eq)]

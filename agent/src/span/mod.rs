@@ -3,7 +3,6 @@
 pub mod context;
 pub mod http;
 pub mod rpc;
-pub mod sampler;
 pub mod semconv;
 
 use std::sync::Arc;
@@ -165,12 +164,14 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// The span stage: notices in, spans out to the export queue, until the input closes. Trace
-/// contexts are decided as requests start, in the order reassembly saw them.
+/// contexts are decided as requests start, in the order reassembly saw them. With RED metrics
+/// on, every finished request is measured, sampled or not.
 pub async fn run(
     mut notices: tokio::sync::mpsc::Receiver<crate::reassembly::Notice>,
     spans: tokio::sync::mpsc::Sender<Span>,
     opts: http::SpanOptions,
-    sampler: sampler::Sampler,
+    sampler: crate::sampling::head::Sampler,
+    red: Option<std::sync::Arc<std::sync::Mutex<crate::export::red::Red>>>,
 ) {
     use crate::reassembly::Notice;
     use std::sync::atomic::Ordering::Relaxed;
@@ -186,13 +187,25 @@ pub async fn run(
                 let ctx = contexts
                     .finish(ex.id, ex.conn.process.pid)
                     .unwrap_or_else(context::SpanContext::new_root);
-                if !ctx.sampled {
+                if !ctx.sampled && red.is_none() {
                     crate::telemetry::TELEMETRY
                         .spans_sampled_out
                         .fetch_add(1, Relaxed);
                     continue;
                 }
+                let sampled = ctx.sampled;
                 let span = http::build(&ex, ctx, &clock, opts);
+                if let Some(red) = &red {
+                    red.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .record(&span);
+                }
+                if !sampled {
+                    crate::telemetry::TELEMETRY
+                        .spans_sampled_out
+                        .fetch_add(1, Relaxed);
+                    continue;
+                }
                 crate::telemetry::TELEMETRY
                     .spans_built
                     .fetch_add(1, Relaxed);

@@ -5,6 +5,9 @@
 
 use std::sync::Arc;
 
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -16,6 +19,7 @@ use super::Store;
 use crate::http1::{self, BodyFraming, Framed, Headers};
 
 const TRACES_PATH: &str = "/v1/traces";
+const METRICS_PATH: &str = "/v1/metrics";
 
 pub(super) async fn serve(listener: TcpListener, store: Arc<Store>) {
     loop {
@@ -94,6 +98,10 @@ async fn serve_connection(mut stream: TcpStream, store: Arc<Store>) {
         };
         buf.drain(..head_len + consumed);
 
+        let delay = store.delay();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let (status, reason, reply) = handle(&head, &body, &store);
         if respond(&mut stream, status, reason, &reply).await.is_err() {
             return;
@@ -113,8 +121,10 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
 
 fn handle(head: &RequestHead, body: &[u8], store: &Store) -> (u16, &'static str, Vec<u8>) {
     let what = format!("OTLP/HTTP {} {}", head.method, head.path);
-    if head.path != TRACES_PATH {
-        store.push_error(format!("{what}: expected POST {TRACES_PATH}"));
+    if head.path != TRACES_PATH && head.path != METRICS_PATH {
+        store.push_error(format!(
+            "{what}: expected POST {TRACES_PATH} or {METRICS_PATH}"
+        ));
         return (404, "Not Found", Vec::new());
     }
     if head.method != "POST" {
@@ -152,6 +162,23 @@ fn handle(head: &RequestHead, body: &[u8], store: &Store) -> (u16, &'static str,
             return (415, "Unsupported Media Type", Vec::new());
         }
     };
+    if head.path == METRICS_PATH {
+        return match ExportMetricsServiceRequest::decode(body) {
+            Ok(request) => {
+                store.push_metrics(request);
+                let reply = ExportMetricsServiceResponse {
+                    partial_success: None,
+                };
+                (200, "OK", reply.encode_to_vec())
+            }
+            Err(error) => {
+                store.push_error(format!(
+                    "{what}: body is not an ExportMetricsServiceRequest: {error}"
+                ));
+                (400, "Bad Request", Vec::new())
+            }
+        };
+    }
     match ExportTraceServiceRequest::decode(body) {
         Ok(request) => {
             store.push(request, &coding);

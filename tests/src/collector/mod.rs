@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
@@ -47,6 +48,9 @@ struct Store {
     /// How each request's body was encoded on the wire: "identity" or "gzip".
     encodings: Mutex<Vec<String>>,
     errors: Mutex<Vec<String>>,
+    metrics: Mutex<Vec<ExportMetricsServiceRequest>>,
+    /// How long each export waits before it is answered: a slow collector.
+    delay: Mutex<Duration>,
 }
 
 impl Store {
@@ -59,6 +63,17 @@ impl Store {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(encoding.to_string());
+    }
+
+    fn push_metrics(&self, request: ExportMetricsServiceRequest) {
+        self.metrics
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(request);
+    }
+
+    fn delay(&self) -> Duration {
+        *self.delay.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn push_error(&self, error: String) {
@@ -79,6 +94,12 @@ pub struct OtlpReceiver {
 
 impl OtlpReceiver {
     pub fn start(protocol: OtlpProtocol) -> Result<Self> {
+        Self::start_on(protocol, 0)
+    }
+
+    /// Listens on 127.0.0.1:`port` (0: any free port), e.g. to come back where a stopped
+    /// receiver was.
+    pub fn start_on(protocol: OtlpProtocol, port: u16) -> Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("otlp-receiver")
@@ -86,8 +107,8 @@ impl OtlpReceiver {
             .build()
             .context("building the receiver's runtime")?;
         let listener = runtime
-            .block_on(TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-            .context("binding the OTLP receiver on 127.0.0.1:0")?;
+            .block_on(TcpListener::bind((Ipv4Addr::LOCALHOST, port)))
+            .with_context(|| format!("binding the OTLP receiver on 127.0.0.1:{port}"))?;
         let addr = listener.local_addr()?;
         let store = Arc::new(Store::default());
         match protocol {
@@ -124,6 +145,28 @@ impl OtlpReceiver {
     pub fn encodings(&self) -> Vec<String> {
         self.store
             .encodings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Every export from now on is answered only after `delay` (a slow collector).
+    pub fn set_delay(&self, delay: Duration) {
+        *self
+            .store
+            .delay
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = delay;
+    }
+
+    /// The OTLP metrics export requests received so far.
+    pub fn metrics(&self) -> Vec<ExportMetricsServiceRequest> {
+        self.store
+            .metrics
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()

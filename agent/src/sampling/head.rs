@@ -169,6 +169,37 @@ mod tests {
         assert!(!Sampler::TraceIdRatio(0.0).sample(&id(0), None));
     }
 
+    /// The bar: over 100k random trace ids the share kept is within one percentage
+    /// point of the ratio, and two samplers (two agents) agree on every id.
+    #[test]
+    fn ratio_accuracy_and_determinism_over_100k_ids() {
+        let ids: Vec<[u8; 16]> = (0..100_000).map(|_| rand::random()).collect();
+        for ratio in [0.01, 0.05, 0.1, 0.25, 0.5, 0.9] {
+            let (a, b) = (
+                Sampler::TraceIdRatio(ratio),
+                Sampler::parse(Some("traceidratio"), Some(&ratio.to_string())).unwrap(),
+            );
+            let mut kept = 0usize;
+            for id in &ids {
+                let decision = a.sample(id, None);
+                assert_eq!(decision, b.sample(id, None), "two samplers disagree");
+                kept += usize::from(decision);
+            }
+            let share = kept as f64 / ids.len() as f64;
+            assert!(
+                (share - ratio).abs() <= 0.01,
+                "ratio {ratio}: kept {share:.4} of 100k ids"
+            );
+            // Parent-based with no parent is the root rule.
+            let pb = Sampler::ParentBased(Root::TraceIdRatio(ratio));
+            assert!(
+                ids.iter()
+                    .take(1000)
+                    .all(|id| pb.sample(id, None) == a.sample(id, None))
+            );
+        }
+    }
+
     #[test]
     fn parent_based_follows_the_parent() {
         let s = Sampler::ParentBased(Root::AlwaysOff);

@@ -1,0 +1,313 @@
+//! OTLP metrics: the RED histograms, sent every `OTEL_METRIC_EXPORT_INTERVAL` to the collector
+//! the spans go to, over gRPC or HTTP/protobuf as `OTEL_EXPORTER_OTLP_(METRICS_)PROTOCOL` says.
+//!
+//! The histograms are cumulative, so a failed export loses nothing: the next one carries the
+//! totals. There is no retry queue to bound; a failure is counted and logged (rate-limited).
+//! The request is built from the same aggregation `/metrics` renders, with the official
+//! protobuf types, and sent with tonic or reqwest (the clients the span exporter uses).
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, metrics_service_client::MetricsServiceClient,
+};
+use prost::Message as _;
+use tokio::sync::watch;
+
+use super::red::Red;
+use crate::telemetry::TELEMETRY;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Grpc,
+    HttpProtobuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsExportError {
+    #[error(
+        "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL / OTEL_EXPORTER_OTLP_PROTOCOL={0} is not supported; use grpc or http/protobuf"
+    )]
+    Protocol(String),
+    #[error(
+        "OTLP metrics endpoint {endpoint:?} is not a valid URI: {reason}; check OTEL_EXPORTER_OTLP_(METRICS_)ENDPOINT"
+    )]
+    Endpoint { endpoint: String, reason: String },
+}
+
+/// Where and how metrics go, from the standard variables.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricsExportConfig {
+    pub protocol: Protocol,
+    /// The full URL: for HTTP it includes `/v1/metrics`.
+    pub endpoint: String,
+    pub headers: Vec<(String, String)>,
+    pub gzip: bool,
+    pub timeout: Duration,
+    pub interval: Duration,
+}
+
+impl MetricsExportConfig {
+    pub fn from_env() -> Result<Self, MetricsExportError> {
+        Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+    }
+
+    /// Signal-specific variables win over the generic ones, as the specification says.
+    pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Self, MetricsExportError> {
+        let either = |specific: &str, generic: &str| var(specific).or_else(|| var(generic));
+        let protocol = match either(
+            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        )
+        .as_deref()
+        .map(str::trim)
+        {
+            None | Some("grpc") => Protocol::Grpc,
+            Some("http/protobuf") => Protocol::HttpProtobuf,
+            Some(other) => return Err(MetricsExportError::Protocol(other.to_string())),
+        };
+        let endpoint = match (
+            var("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"),
+            var("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            protocol,
+        ) {
+            (Some(e), _, _) => e.trim().to_string(),
+            (None, Some(base), Protocol::Grpc) => base.trim().to_string(),
+            (None, Some(base), Protocol::HttpProtobuf) => {
+                format!("{}/v1/metrics", base.trim().trim_end_matches('/'))
+            }
+            (None, None, Protocol::Grpc) => "http://localhost:4317".to_string(),
+            (None, None, Protocol::HttpProtobuf) => "http://localhost:4318/v1/metrics".to_string(),
+        };
+        if let Err(e) = endpoint.parse::<tonic::codegen::http::Uri>() {
+            return Err(MetricsExportError::Endpoint {
+                endpoint,
+                reason: e.to_string(),
+            });
+        }
+        let mut headers = Vec::new();
+        for name in [
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+        ] {
+            if let Some(list) = var(name) {
+                headers.extend(list.split(',').filter_map(|kv| {
+                    let (k, v) = kv.split_once('=')?;
+                    Some((k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                }));
+            }
+        }
+        let gzip = either(
+            "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
+            "OTEL_EXPORTER_OTLP_COMPRESSION",
+        )
+        .is_some_and(|c| c.trim() == "gzip");
+        let ms = |v: Option<String>, default: u64| {
+            Duration::from_millis(
+                v.and_then(|v| v.trim().parse().ok())
+                    .filter(|ms: &u64| *ms > 0)
+                    .unwrap_or(default),
+            )
+        };
+        Ok(MetricsExportConfig {
+            protocol,
+            endpoint,
+            headers,
+            gzip,
+            timeout: ms(
+                either(
+                    "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+                    "OTEL_EXPORTER_OTLP_TIMEOUT",
+                ),
+                10_000,
+            ),
+            interval: ms(var("OTEL_METRIC_EXPORT_INTERVAL"), 60_000),
+        })
+    }
+}
+
+enum Client {
+    Grpc(MetricsServiceClient<tonic::transport::Channel>),
+    Http(reqwest::Client),
+}
+
+/// Exports every interval until `shutdown` flips, then once more.
+pub async fn run(
+    cfg: MetricsExportConfig,
+    red: Arc<Mutex<Red>>,
+    host_name: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let client = match cfg.protocol {
+        Protocol::Grpc => match tonic::transport::Endpoint::from_shared(cfg.endpoint.clone()) {
+            Ok(endpoint) => {
+                let mut c = MetricsServiceClient::new(endpoint.connect_lazy());
+                if cfg.gzip {
+                    c = c.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+                }
+                Client::Grpc(c)
+            }
+            Err(e) => {
+                tracing::error!(endpoint = %cfg.endpoint, %e, "OTLP metrics export disabled: bad endpoint");
+                return;
+            }
+        },
+        Protocol::HttpProtobuf => Client::Http(reqwest::Client::new()),
+    };
+    let mut client = client;
+    let mut interval = tokio::time::interval(cfg.interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await;
+    loop {
+        let last = tokio::select! {
+            _ = interval.tick() => false,
+            _ = shutdown.changed() => true,
+        };
+        let request = {
+            let red = red.lock().unwrap_or_else(PoisonError::into_inner);
+            red.to_otlp(&host_name, now_unix_ns())
+        };
+        if !request.resource_metrics.is_empty() {
+            let timeout = if last {
+                cfg.timeout.min(Duration::from_secs(2))
+            } else {
+                cfg.timeout
+            };
+            let result = tokio::time::timeout(timeout, send(&mut client, &cfg, request))
+                .await
+                .unwrap_or_else(|_| Err(format!("timed out after {timeout:?}")));
+            match result {
+                Ok(()) => {
+                    TELEMETRY
+                        .metric_exports
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(err) => {
+                    let n = TELEMETRY
+                        .metric_export_errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if n.is_multiple_of(100) {
+                        tracing::warn!(endpoint = %cfg.endpoint, %err, "OTLP metrics export failed; the next export carries the totals");
+                    }
+                }
+            }
+        }
+        if last {
+            break;
+        }
+    }
+}
+
+async fn send(
+    client: &mut Client,
+    cfg: &MetricsExportConfig,
+    request: ExportMetricsServiceRequest,
+) -> Result<(), String> {
+    match client {
+        Client::Grpc(c) => {
+            let mut req = tonic::Request::new(request);
+            for (k, v) in &cfg.headers {
+                if let (Ok(k), Ok(v)) = (
+                    k.parse::<tonic::metadata::MetadataKey<tonic::metadata::Ascii>>(),
+                    v.parse(),
+                ) {
+                    req.metadata_mut().insert(k, v);
+                }
+            }
+            c.export(req).await.map(|_| ()).map_err(|s| s.to_string())
+        }
+        Client::Http(c) => {
+            let mut body = request.encode_to_vec();
+            let mut req = c
+                .post(&cfg.endpoint)
+                .header("content-type", "application/x-protobuf");
+            if cfg.gzip {
+                use std::io::Write as _;
+                let mut enc =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                enc.write_all(&body).map_err(|e| e.to_string())?;
+                body = enc.finish().map_err(|e| e.to_string())?;
+                req = req.header("content-encoding", "gzip");
+            }
+            for (k, v) in &cfg.headers {
+                req = req.header(k.as_str(), v.as_str());
+            }
+            let resp = req.body(body).send().await.map_err(|e| e.to_string())?;
+            if resp.status().is_success() {
+                Ok(())
+            } else {
+                Err(format!("HTTP {}", resp.status()))
+            }
+        }
+    }
+}
+
+fn now_unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(vars: &[(&str, &str)]) -> Result<MetricsExportConfig, MetricsExportError> {
+        MetricsExportConfig::from_lookup(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn endpoints_follow_the_specification() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(
+            (c.protocol, c.endpoint.as_str()),
+            (Protocol::Grpc, "http://localhost:4317")
+        );
+        let c = cfg(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"),
+        ])
+        .unwrap();
+        assert_eq!(c.endpoint, "http://collector:4318/v1/metrics");
+        let c = cfg(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://m:9/custom"),
+        ])
+        .unwrap();
+        assert_eq!(c.endpoint, "http://m:9/custom");
+        let c = cfg(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "Authorization=Bearer x, tenant=a",
+            ),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "250"),
+        ])
+        .unwrap();
+        assert_eq!(c.endpoint, "http://collector:4317");
+        assert!(c.gzip);
+        assert_eq!(c.interval, Duration::from_millis(250));
+        assert_eq!(
+            c.headers,
+            vec![
+                ("authorization".to_string(), "Bearer x".to_string()),
+                ("tenant".to_string(), "a".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        assert!(cfg(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]).is_err());
+        assert!(cfg(&[("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "not a uri")]).is_err());
+    }
+}
