@@ -401,7 +401,7 @@ pub mod opt_duration {
 
     pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match d {
-            Some(d) => s.serialize_str(&format!("{}ms", d.as_millis())),
+            Some(d) => s.serialize_str(&crate::sampling::tail::format_duration(*d)),
             None => s.serialize_none(),
         }
     }
@@ -500,6 +500,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("/nonexistent/tracewire.yaml"), "{e}");
+    }
+
+    /// The documented example is a valid file, with every section.
+    #[test]
+    fn the_example_in_deploy_parses() {
+        let c = parse(include_str!("../../deploy/tracewire.yaml")).unwrap();
+        assert_eq!(c.exporter, Some(Exporter::Otlp));
+        assert_eq!(c.sampling.tail.map(|t| t.policies.len()), Some(3));
+    }
+
+    /// The collector's tail_sampling section is accepted by the agent as it is.
+    #[test]
+    fn the_collector_policy_moves_to_the_agent() {
+        let collector: serde_norway::Value =
+            serde_norway::from_str(include_str!("../../deploy/collector/sampler.yaml")).unwrap();
+        let section = &collector["processors"]["tail_sampling"];
+        let tail: TailConfig = serde_norway::from_value(section.clone()).unwrap();
+        crate::sampling::tail::TailSampler::new(tail).unwrap();
     }
 
     #[test]
