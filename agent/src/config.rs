@@ -100,6 +100,11 @@ pub struct OtlpFile {
     pub compression: Option<String>,
     #[serde(with = "opt_duration")]
     pub timeout: Option<Duration>,
+    /// PEM file of the CA that signed the collector's certificate (default: system roots).
+    pub certificate: Option<PathBuf>,
+    /// PEM files of the agent's client certificate and key, for mutual TLS.
+    pub client_certificate: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
 }
 
 /// `OTEL_TRACES_SAMPLER(_ARG)` and the tail sampler.
@@ -241,6 +246,13 @@ impl FileConfig {
         );
         put("OTEL_EXPORTER_OTLP_COMPRESSION", o.compression.clone());
         put("OTEL_EXPORTER_OTLP_TIMEOUT", o.timeout.as_ref().map(ms));
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        put("OTEL_EXPORTER_OTLP_CERTIFICATE", path(&o.certificate));
+        put(
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+            path(&o.client_certificate),
+        );
+        put("OTEL_EXPORTER_OTLP_CLIENT_KEY", path(&o.client_key));
         put("OTEL_TRACES_SAMPLER", self.sampling.sampler.clone());
         put(
             "OTEL_TRACES_SAMPLER_ARG",
@@ -357,6 +369,9 @@ impl FileConfig {
                 var("OTEL_EXPORTER_OTLP_COMPRESSION").unwrap_or_else(|| "none".into()),
             ),
             timeout: Some(ms("OTEL_EXPORTER_OTLP_TIMEOUT").unwrap_or(Duration::from_secs(10))),
+            certificate: var("OTEL_EXPORTER_OTLP_CERTIFICATE").map(PathBuf::from),
+            client_certificate: var("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE").map(PathBuf::from),
+            client_key: var("OTEL_EXPORTER_OTLP_CLIENT_KEY").map(PathBuf::from),
         };
         e.sampling.sampler =
             Some(var("OTEL_TRACES_SAMPLER").unwrap_or_else(|| "parentbased_always_on".into()));

@@ -8,13 +8,17 @@ use tracewire::{
     capture::{CaptureConfig, check, process, select::ExeSelector},
     config::{self, Exporter, FileConfig},
     export::{
-        BatchConfig, Sink, otlp, otlp_metrics::MetricsExportConfig, red::RedConfig,
+        BatchConfig, Sink, otlp,
+        otlp_metrics::MetricsExportConfig,
+        red::RedConfig,
         stdout::StdoutSink,
+        tls::{Signal, TlsFiles, install_crypto_provider},
     },
     pipeline::{self, Settings},
     reassembly::Limits,
     sampling::head::Sampler,
     span::{http::SpanOptions, rpc::RpcConventions},
+    telemetry::PartialSuccessLayer,
 };
 
 /// Zero-code distributed tracing: every HTTP/1.x request on this host becomes an OpenTelemetry
@@ -185,6 +189,7 @@ fn check_host(c: &FileConfig) -> anyhow::Result<ExitCode> {
 }
 
 async fn run(c: FileConfig) -> anyhow::Result<()> {
+    install_crypto_provider();
     let sink = match c.exporter {
         Some(Exporter::Otlp) => {
             let transport = otlp::Transport::from_env()?;
@@ -192,6 +197,7 @@ async fn run(c: FileConfig) -> anyhow::Result<()> {
             Sink::Otlp(Box::new(otlp::OtlpSink::new(
                 transport,
                 process::host_name(),
+                &TlsFiles::from_env(Signal::Traces)?,
             )?))
         }
         _ => {
@@ -211,7 +217,10 @@ async fn run(c: FileConfig) -> anyhow::Result<()> {
     });
     // Metrics go over OTLP where the spans do.
     let metrics_export = match (c.exporter, &red) {
-        (Some(Exporter::Otlp), Some(_)) => Some(MetricsExportConfig::from_env()?),
+        (Some(Exporter::Otlp), Some(_)) => Some((
+            MetricsExportConfig::from_env()?,
+            TlsFiles::from_env(Signal::Metrics)?,
+        )),
         _ => None,
     };
     let settings = Settings {
@@ -260,12 +269,19 @@ async fn wait_for_signal() {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{Layer as _, filter::filter_fn, layer::SubscriberExt as _};
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        // The OTLP exporter warns once per failed batch: an outage would flood the log. The
+        // agent logs failures itself, rate-limited.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,opentelemetry=error"));
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
         )
-        .with_writer(std::io::stderr)
+        .with(PartialSuccessLayer.with_filter(filter_fn(PartialSuccessLayer::interested)))
         .init();
     let cli = Cli::parse();
     let (command, args) = match cli.command {

@@ -14,6 +14,7 @@ use crate::{
         self, BatchConfig, Sink,
         otlp_metrics::MetricsExportConfig,
         red::{Red, RedConfig},
+        tls::TlsFiles,
     },
     reassembly::{self, ConnTable, Limits},
     sampling::{
@@ -42,7 +43,7 @@ pub struct Settings {
     /// RED histograms (on `/metrics`), if on.
     pub red: Option<RedConfig>,
     /// Where the RED histograms go over OTLP, if they do.
-    pub metrics_export: Option<MetricsExportConfig>,
+    pub metrics_export: Option<(MetricsExportConfig, TlsFiles)>,
     /// `host.name` on the metrics' resources.
     pub host_name: String,
     pub export_command_line: bool,
@@ -91,8 +92,9 @@ pub async fn run(
         ));
     }
     let metrics_exporter = match (settings.metrics_export, &red) {
-        (Some(cfg), Some(red)) => Some(tokio::spawn(export::otlp_metrics::run(
+        (Some((cfg, tls)), Some(red)) => Some(tokio::spawn(export::otlp_metrics::run(
             cfg,
+            tls,
             Arc::clone(red),
             settings.host_name.clone(),
             shutdown.clone(),

@@ -71,10 +71,12 @@ pub enum Drop {
     TlsUnbound,
     /// Spans still queued when the shutdown deadline passed (a collector down at shutdown).
     ShutdownDeadline,
+    /// Spans the collector refused in a partial-success answer (OTLP says: log, do not retry).
+    CollectorRejected,
 }
 
 impl Drop {
-    pub const ALL: [Drop; 26] = [
+    pub const ALL: [Drop; 27] = [
         Drop::KernelRingFull,
         Drop::EventQueueFull,
         Drop::MalformedRecord,
@@ -101,6 +103,7 @@ impl Drop {
         Drop::TlsHandshakeOnly,
         Drop::TlsUnbound,
         Drop::ShutdownDeadline,
+        Drop::CollectorRejected,
     ];
 
     pub fn label(self) -> &'static str {
@@ -131,6 +134,7 @@ impl Drop {
             Drop::TlsHandshakeOnly => "tls_handshake_only",
             Drop::TlsUnbound => "tls_unbound",
             Drop::ShutdownDeadline => "shutdown_deadline",
+            Drop::CollectorRejected => "collector_rejected",
         }
     }
 }
@@ -512,6 +516,59 @@ fn render_process(out: &mut String) {
         rss_pages * page,
         cpu_ticks as f64 / ticks
     );
+}
+
+/// Counts the collector's partial-success answers, which `opentelemetry-otlp` reports only as a
+/// warning event (`TonicTracesClient.PartialSuccess`, `HttpTraceClient.PartialSuccess`, with
+/// `rejected_spans`): the spans named there are lost, and counted as `collector_rejected`, and
+/// logged here (the first time, then once per thousand spans), since the exporter's own
+/// warnings are filtered out of the log by default (one per failed batch in an outage).
+pub struct PartialSuccessLayer;
+
+impl PartialSuccessLayer {
+    /// The events this layer reads: warnings of the OTLP exporter only, so that no other
+    /// callsite (the hot path's trace events) is enabled on its account.
+    pub fn interested(meta: &tracing::Metadata<'_>) -> bool {
+        *meta.level() <= tracing::Level::WARN && meta.target().starts_with("opentelemetry")
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PartialSuccessLayer {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let name = event.metadata().name();
+        if !name.ends_with(".PartialSuccess") || !name.contains("Trace") {
+            return;
+        }
+        struct Rejected(u64);
+        impl tracing::field::Visit for Rejected {
+            fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+                if field.name() == "rejected_spans" {
+                    self.0 = u64::try_from(value).unwrap_or(0);
+                }
+            }
+            fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+                if field.name() == "rejected_spans" {
+                    self.0 = value;
+                }
+            }
+            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+        }
+        let mut rejected = Rejected(0);
+        event.record(&mut rejected);
+        let before = TELEMETRY.dropped(Drop::CollectorRejected);
+        TELEMETRY.drop_n(Drop::CollectorRejected, rejected.0);
+        if before == 0 || before / 1000 != (before + rejected.0) / 1000 {
+            tracing::warn!(
+                rejected_spans = rejected.0,
+                "the collector refused part of an export (partial success); those spans are lost \
+                 and counted as collector_rejected"
+            );
+        }
+    }
 }
 
 impl Default for Telemetry {

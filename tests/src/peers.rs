@@ -918,3 +918,100 @@ pub fn steady_load(
     serde_json::from_str(finished.stdout.trim())
         .with_context(|| format!("steady_load.py printed {:?}", finished.stdout))
 }
+
+/// A test certificate authority and two certificates it signed: the collector's (for
+/// 127.0.0.1 and localhost) and a client's (for mutual TLS), all PEM files in `dir`.
+pub struct TestPki {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+/// Makes a [`TestPki`] with the openssl command line (end-entity certificates signed by a CA,
+/// as rustls requires: it refuses a self-signed CA certificate used as a server's).
+pub fn test_pki(dir: &TempDir) -> Result<TestPki> {
+    let openssl = require_tool("openssl")?;
+    let run = |args: &[&str], what: &str| -> Result<()> {
+        let mut command = Command::new(&openssl);
+        command.args(args).current_dir(dir.path());
+        run_to_completion(what, &mut command, dir.path(), CLIENT_WAIT)?;
+        Ok(())
+    };
+    run(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-subj",
+            "/CN=tracewire test CA",
+        ],
+        "openssl-ca",
+    )?;
+    for (name, ext) in [
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        let (key, csr, cert, extfile) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+        );
+        std::fs::write(dir.join(&extfile), ext)?;
+        run(
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                &format!("/CN=tracewire-{name}"),
+            ],
+            "openssl-csr",
+        )?;
+        run(
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                &cert,
+                "-extfile",
+                &extfile,
+            ],
+            "openssl-sign",
+        )?;
+    }
+    Ok(TestPki {
+        ca: dir.join("ca.pem"),
+        server_cert: dir.join("server.pem"),
+        server_key: dir.join("server.key"),
+        client_cert: dir.join("client.pem"),
+        client_key: dir.join("client.key"),
+    })
+}

@@ -215,3 +215,42 @@ fn collector_down_garbage_slow_then_back_export_resumes_and_nothing_blocks() -> 
     );
     Ok(())
 }
+
+/// OTLP partial success: the collector took the request but refused some spans. The
+/// specification says not to retry; the agent counts those spans as lost and logs it.
+#[test]
+fn partial_success_is_counted_and_logged_over_grpc_and_http() -> Result<()> {
+    for protocol in [OtlpProtocol::Grpc, OtlpProtocol::HttpProtobuf] {
+        let dir = TempDir::new("partial-success")?;
+        let receiver = OtlpReceiver::start(protocol)?;
+        receiver.set_rejected_spans(2);
+        let server = peers::mixed_server(&dir, "tw-partial")?;
+        let agent = AgentGuard::start(Export::Otlp(&receiver), &[server.port], dir.path())?;
+        let load = peers::steady_load(&dir, server.port, "/users", 1..4, 1, 0)?;
+        check_load("partial success", &load, 3)?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let m = scrape(&agent.metrics()?)?;
+            let rejected = scalar(
+                &m,
+                "tracewire_dropped_total",
+                &[("reason", "collector_rejected")],
+            );
+            if rejected >= 2.0 {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "{protocol:?}: a partial success rejecting 2 spans was not counted ({rejected})\n{}",
+                agent.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        ensure!(
+            agent.logs().contains("partial success"),
+            "{protocol:?}: the partial success was not logged\n{}",
+            agent.logs()
+        );
+    }
+    Ok(())
+}

@@ -4,6 +4,7 @@ pub mod otlp;
 pub mod otlp_metrics;
 pub mod red;
 pub mod stdout;
+pub mod tls;
 
 use std::time::{Duration, Instant};
 

@@ -17,12 +17,15 @@ use opentelemetry::{
         TraceState,
     },
 };
-use opentelemetry_otlp::{Protocol, WithExportConfig as _};
+use opentelemetry_otlp::{
+    Protocol, WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _,
+};
 use opentelemetry_sdk::{
     Resource,
     trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks},
 };
 
+use super::tls::{TlsError, TlsFiles};
 use crate::span::{AttrValue, Span, SpanKind, Status, semconv as sc};
 
 /// Which OTLP transport, from `OTEL_EXPORTER_OTLP_PROTOCOL` (or its traces-specific variant).
@@ -43,6 +46,8 @@ pub enum OtlpError {
         #[source]
         source: opentelemetry_otlp::ExporterBuildError,
     },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 impl Transport {
@@ -81,13 +86,26 @@ const MAX_RESOURCES: usize = 4096;
 
 impl OtlpSink {
     /// Builds the exporter. Must run inside the tokio runtime (the gRPC channel needs it).
-    pub fn new(transport: Transport, host_name: String) -> Result<Self, OtlpError> {
+    pub fn new(transport: Transport, host_name: String, tls: &TlsFiles) -> Result<Self, OtlpError> {
+        let https = [
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+        .is_some_and(|e| e.trim_start().starts_with("https:"));
         let exporter = match transport {
-            Transport::Grpc => opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .build(),
+            Transport::Grpc => {
+                let builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+                if https || !tls.is_empty() {
+                    builder.with_tls_config(tls.tonic()).build()
+                } else {
+                    builder.build()
+                }
+            }
             Transport::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
+                .with_http_client(tls.reqwest()?)
                 .with_protocol(Protocol::HttpBinary)
                 .build(),
         }

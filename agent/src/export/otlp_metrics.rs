@@ -16,7 +16,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 use prost::Message as _;
 use tokio::sync::watch;
 
-use super::red::Red;
+use super::{red::Red, tls::TlsFiles};
 use crate::telemetry::TELEMETRY;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,6 +136,7 @@ enum Client {
 /// Exports every interval until `shutdown` flips, then once more.
 pub async fn run(
     cfg: MetricsExportConfig,
+    tls: TlsFiles,
     red: Arc<Mutex<Red>>,
     host_name: String,
     mut shutdown: watch::Receiver<bool>,
@@ -143,6 +144,17 @@ pub async fn run(
     let client = match cfg.protocol {
         Protocol::Grpc => match tonic::transport::Endpoint::from_shared(cfg.endpoint.clone()) {
             Ok(endpoint) => {
+                let endpoint = if cfg.endpoint.starts_with("https:") || !tls.is_empty() {
+                    match endpoint.tls_config(tls.tonic()) {
+                        Ok(e) => e,
+                        Err(e) => {
+                            tracing::error!(endpoint = %cfg.endpoint, %e, "OTLP metrics export disabled: TLS settings refused");
+                            return;
+                        }
+                    }
+                } else {
+                    endpoint
+                };
                 let mut c = MetricsServiceClient::new(endpoint.connect_lazy());
                 if cfg.gzip {
                     c = c.send_compressed(tonic::codec::CompressionEncoding::Gzip);
@@ -154,7 +166,13 @@ pub async fn run(
                 return;
             }
         },
-        Protocol::HttpProtobuf => Client::Http(reqwest::Client::new()),
+        Protocol::HttpProtobuf => match tls.reqwest() {
+            Ok(c) => Client::Http(c),
+            Err(e) => {
+                tracing::error!(endpoint = %cfg.endpoint, %e, "OTLP metrics export disabled");
+                return;
+            }
+        },
     };
     let mut client = client;
     let mut interval = tokio::time::interval(cfg.interval);

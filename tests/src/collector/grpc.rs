@@ -16,8 +16,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
 use super::Store;
@@ -44,7 +44,7 @@ impl TraceService for Collector {
         }
         self.store.push(request.into_inner(), &encoding);
         Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: None,
+            partial_success: self.store.partial_success(),
         }))
     }
 }
@@ -62,7 +62,15 @@ impl MetricsService for Collector {
     }
 }
 
-pub(super) async fn serve(listener: TcpListener, store: Arc<Store>) {
+/// PEM contents for a TLS receiver.
+pub(super) struct ServerTls {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+    /// Clients must present a certificate signed by this CA.
+    pub client_ca: Vec<u8>,
+}
+
+pub(super) async fn serve(listener: TcpListener, store: Arc<Store>, tls: Option<ServerTls>) {
     let service = TraceServiceServer::new(Collector {
         store: Arc::clone(&store),
     })
@@ -71,7 +79,20 @@ pub(super) async fn serve(listener: TcpListener, store: Arc<Store>) {
         store: Arc::clone(&store),
     })
     .accept_compressed(CompressionEncoding::Gzip);
-    if let Err(error) = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        let config = ServerTlsConfig::new()
+            .identity(Identity::from_pem(tls.cert, tls.key))
+            .client_ca_root(Certificate::from_pem(tls.client_ca));
+        builder = match builder.tls_config(config) {
+            Ok(b) => b,
+            Err(error) => {
+                store.push_error(format!("gRPC TLS set-up: {error}"));
+                return;
+            }
+        };
+    }
+    if let Err(error) = builder
         .add_service(service)
         .add_service(metrics)
         .serve_with_incoming(TcpIncoming::from(listener))

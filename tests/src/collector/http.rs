@@ -183,7 +183,7 @@ fn handle(head: &RequestHead, body: &[u8], store: &Store) -> (u16, &'static str,
         Ok(request) => {
             store.push(request, &coding);
             let reply = ExportTraceServiceResponse {
-                partial_success: None,
+                partial_success: store.partial_success(),
             };
             (200, "OK", reply.encode_to_vec())
         }

@@ -6,12 +6,15 @@ mod http;
 mod record;
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest,
+};
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 
@@ -51,6 +54,8 @@ struct Store {
     metrics: Mutex<Vec<ExportMetricsServiceRequest>>,
     /// How long each export waits before it is answered: a slow collector.
     delay: Mutex<Duration>,
+    /// Spans each trace export answer claims to have rejected (OTLP partial success).
+    reject: Mutex<i64>,
 }
 
 impl Store {
@@ -72,6 +77,15 @@ impl Store {
             .push(request);
     }
 
+    /// The partial-success part of a trace export answer.
+    fn partial_success(&self) -> Option<ExportTracePartialSuccess> {
+        let n = *self.reject.lock().unwrap_or_else(PoisonError::into_inner);
+        (n > 0).then(|| ExportTracePartialSuccess {
+            rejected_spans: n,
+            error_message: "test receiver: rejected".to_string(),
+        })
+    }
+
     fn delay(&self) -> Duration {
         *self.delay.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -88,6 +102,7 @@ impl Store {
 pub struct OtlpReceiver {
     protocol: OtlpProtocol,
     addr: SocketAddr,
+    https: bool,
     store: Arc<Store>,
     runtime: Option<Runtime>,
 }
@@ -97,9 +112,25 @@ impl OtlpReceiver {
         Self::start_on(protocol, 0)
     }
 
+    /// An OTLP/gRPC receiver that speaks TLS with `cert`/`key` and accepts only clients with
+    /// a certificate signed by `client_ca` (mutual TLS). Its endpoint is `https://`.
+    pub fn start_grpc_tls(cert: &Path, key: &Path, client_ca: &Path) -> Result<Self> {
+        let tls = grpc::ServerTls {
+            cert: std::fs::read(cert)?,
+            key: std::fs::read(key)?,
+            client_ca: std::fs::read(client_ca)?,
+        };
+        Self::start_with(OtlpProtocol::Grpc, 0, Some(tls))
+    }
+
     /// Listens on 127.0.0.1:`port` (0: any free port), e.g. to come back where a stopped
     /// receiver was.
     pub fn start_on(protocol: OtlpProtocol, port: u16) -> Result<Self> {
+        Self::start_with(protocol, port, None)
+    }
+
+    fn start_with(protocol: OtlpProtocol, port: u16, tls: Option<grpc::ServerTls>) -> Result<Self> {
+        let https = tls.is_some();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("otlp-receiver")
@@ -112,12 +143,13 @@ impl OtlpReceiver {
         let addr = listener.local_addr()?;
         let store = Arc::new(Store::default());
         match protocol {
-            OtlpProtocol::Grpc => runtime.spawn(grpc::serve(listener, Arc::clone(&store))),
+            OtlpProtocol::Grpc => runtime.spawn(grpc::serve(listener, Arc::clone(&store), tls)),
             OtlpProtocol::HttpProtobuf => runtime.spawn(http::serve(listener, Arc::clone(&store))),
         };
         Ok(Self {
             protocol,
             addr,
+            https,
             store,
             runtime: Some(runtime),
         })
@@ -130,7 +162,8 @@ impl OtlpReceiver {
     /// The value for `OTEL_EXPORTER_OTLP_ENDPOINT`: for HTTP the base URL, to which exporters
     /// append `/v1/traces`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn requests(&self) -> Vec<ExportTraceServiceRequest> {
@@ -161,6 +194,16 @@ impl OtlpReceiver {
             .delay
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = delay;
+    }
+
+    /// Every trace export from now on is answered with a partial success that rejected `n`
+    /// spans (0: full success).
+    pub fn set_rejected_spans(&self, n: i64) {
+        *self
+            .store
+            .reject
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = n;
     }
 
     /// The OTLP metrics export requests received so far.
