@@ -13,10 +13,12 @@ use tracewire::{
         event::{ConnOpen, DataChunk},
         process::ProcessCache,
     },
+    export::red::{Red, RedConfig},
     protocol::{http1, http2::Http2Direction},
     reassembly::{ConnTable, Limits, Notice},
+    sampling::tail::{TailConfig, TailSampler},
     span::{
-        Clock,
+        Clock, Span,
         context::ContextTracker,
         http::{SpanOptions, build},
     },
@@ -74,13 +76,24 @@ fn chunk(key: ConnKey, direction: Direction, start: u64, payload: Bytes) -> Data
 
 /// The span stage's work for the notices in `out`: how many spans it built.
 fn spans_of(out: &mut Vec<Notice>, contexts: &mut ContextTracker, clock: &Clock) -> usize {
+    spans_into(out, contexts, clock, &mut |span| {
+        black_box(span);
+    })
+}
+
+fn spans_into(
+    out: &mut Vec<Notice>,
+    contexts: &mut ContextTracker,
+    clock: &Clock,
+    sink: &mut impl FnMut(Span),
+) -> usize {
     let mut spans = 0;
     for notice in out.drain(..) {
         match notice {
             Notice::Started(req) => contexts.start(&req),
             Notice::Finished(ex) => {
                 if let Some(ctx) = contexts.finish(ex.id, ex.conn.process.pid) {
-                    black_box(build(&ex, ctx, clock, SpanOptions::default()));
+                    sink(build(&ex, ctx, clock, SpanOptions::default()));
                     spans += 1;
                 }
             }
@@ -92,6 +105,12 @@ fn spans_of(out: &mut Vec<Notice>, contexts: &mut ContextTracker, clock: &Clock)
 
 /// Events -> spans for `n` request/response pairs on one keep-alive server connection.
 fn exchanges_to_spans(n: u64) -> usize {
+    exchanges_into(n, &mut |span| {
+        black_box(span);
+    })
+}
+
+fn exchanges_into(n: u64, sink: &mut impl FnMut(Span)) -> usize {
     let key = ConnKey {
         tgid: std::process::id(),
         sock: 0xffff_0000,
@@ -122,7 +141,7 @@ fn exchanges_to_spans(n: u64) -> usize {
             (Direction::Egress, response.clone(), t + 50),
         ] {
             table.data(chunk(key, direction, start, payload), &mut out);
-            spans += spans_of(&mut out, &mut contexts, &clock);
+            spans += spans_into(&mut out, &mut contexts, &clock, sink);
         }
     }
     spans
@@ -183,5 +202,47 @@ fn pipeline(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, parse, pipeline);
+/// What each span costs after it is built: the RED histograms (every request) and the tail
+/// sampler (push, then the decision once decision_wait has passed), against the seed policy.
+fn after_span(c: &mut Criterion) {
+    const N: u64 = 1000;
+    let mut spans = Vec::with_capacity(N as usize);
+    exchanges_into(N, &mut |span| spans.push(span));
+    let mut g = c.benchmark_group("after_span");
+    g.throughput(Throughput::Elements(N));
+    g.bench_function("red_record", |b| {
+        let mut red = Red::new(RedConfig::default(), 0);
+        b.iter(|| {
+            for span in &spans {
+                red.record(black_box(span));
+            }
+        })
+    });
+    let policy: TailConfig = serde_norway::from_str(
+        "decision_wait: 0s\npolicies:\n  - {name: e, type: status_code, status_code: {status_codes: [ERROR]}}\n  - {name: l, type: latency, latency: {threshold_ms: 500}}\n  - {name: p, type: probabilistic, probabilistic: {sampling_percentage: 5}}\n",
+    )
+    .unwrap_or_else(|e| panic!("bench policy: {e}"));
+    g.bench_function("tail_push_and_decide", |b| {
+        let mut tail =
+            TailSampler::new(policy.clone()).unwrap_or_else(|e| panic!("bench policy: {e}"));
+        let mut out = Vec::with_capacity(N as usize);
+        b.iter_batched(
+            || spans.clone(),
+            |batch| {
+                let now = std::time::Instant::now();
+                for mut span in batch {
+                    // Each span its own trace, as server spans of separate requests are.
+                    span.trace_id = rand::random();
+                    tail.push(span, now, &mut out);
+                }
+                tail.expire(now, &mut out);
+                out.clear();
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, parse, pipeline, after_span);
 criterion_main!(benches);

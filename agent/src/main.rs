@@ -208,7 +208,9 @@ async fn run(c: FileConfig) -> anyhow::Result<()> {
         }
     };
     let max_connections = c.max_connections.unwrap_or(config::DEFAULT_MAX_CONNECTIONS);
-    let red = c.metrics.red.unwrap_or(true).then(|| RedConfig {
+    // RED histograms cost a lookup per request: kept only where someone reads them.
+    let red_read = c.metrics_addr.is_some() || c.exporter == Some(Exporter::Otlp);
+    let red = (c.metrics.red.unwrap_or(true) && red_read).then(|| RedConfig {
         max_series: c.metrics.max_series.unwrap_or(config::DEFAULT_MAX_SERIES),
         max_routes_per_service: c
             .metrics

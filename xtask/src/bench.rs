@@ -267,11 +267,14 @@ fn criterion(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
         "see the benchmark output above",
     )?;
     let root = workspace_root().join("target/criterion");
+    let mut pipeline_ns = None;
     for (group, bench, per) in [
         ("http1_parse", "request_curl", 1.0),
         ("http1_parse", "request_python_requests", 1.0),
         ("http1_parse", "response_nginx", 1.0),
         ("pipeline", "events_to_spans_keepalive", 1000.0),
+        ("after_span", "red_record", 1000.0),
+        ("after_span", "tail_push_and_decide", 1000.0),
     ] {
         let path = root.join(group).join(bench).join("new/estimates.json");
         let est: Value = serde_json::from_slice(
@@ -279,7 +282,20 @@ fn criterion(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
         )?;
         let ns = est["mean"]["point_estimate"].as_f64().unwrap_or(f64::NAN) / per;
         figures.push(Figure::plain(format!("{group}/{bench} per item"), ns, "ns"));
+        if group == "after_span" {
+            // What RED metrics or tail sampling add to the user-space cost of one span.
+            let base = pipeline_ns.unwrap_or(f64::NAN);
+            figures.push(Figure {
+                name: format!("{bench}: added to the span pipeline's cost per span"),
+                value: ns,
+                unit: "ns",
+                baseline: Some(base),
+                ratio: Some(ns / base),
+                target: None,
+            });
+        }
         if group == "pipeline" {
+            pipeline_ns = Some(ns);
             let per_sec = 1e9 / ns;
             figures.push(Figure {
                 name: "user-space pipeline, spans/s on one core".into(),
