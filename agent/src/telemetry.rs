@@ -45,6 +45,8 @@ pub enum Drop {
     BufferBudget,
     /// The export queue was full.
     ExportQueueFull,
+    /// The queue from reassembly to span building was full: the request's span is lost.
+    NoticeQueueFull,
     /// The exporter returned an error for a batch.
     ExportFailed,
     /// A `traceparent` that breaks the W3C rules: ignored, the span starts a new trace.
@@ -76,7 +78,7 @@ pub enum Drop {
 }
 
 impl Drop {
-    pub const ALL: [Drop; 27] = [
+    pub const ALL: [Drop; 28] = [
         Drop::KernelRingFull,
         Drop::EventQueueFull,
         Drop::MalformedRecord,
@@ -93,6 +95,7 @@ impl Drop {
         Drop::NoResponse,
         Drop::BufferBudget,
         Drop::ExportQueueFull,
+        Drop::NoticeQueueFull,
         Drop::ExportFailed,
         Drop::InvalidTraceparent,
         Drop::AmbiguousParent,
@@ -124,6 +127,7 @@ impl Drop {
             Drop::NoResponse => "no_response",
             Drop::BufferBudget => "buffer_budget",
             Drop::ExportQueueFull => "export_queue_full",
+            Drop::NoticeQueueFull => "notice_queue_full",
             Drop::ExportFailed => "export_failed",
             Drop::InvalidTraceparent => "invalid_traceparent",
             Drop::AmbiguousParent => "ambiguous_parent",
@@ -135,6 +139,26 @@ impl Drop {
             Drop::TlsUnbound => "tls_unbound",
             Drop::ShutdownDeadline => "shutdown_deadline",
             Drop::CollectorRejected => "collector_rejected",
+        }
+    }
+}
+
+/// The bounded queues between stages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Queue {
+    Events,
+    Notices,
+    Spans,
+}
+
+impl Queue {
+    pub const ALL: [Queue; 3] = [Queue::Events, Queue::Notices, Queue::Spans];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Queue::Events => "events",
+            Queue::Notices => "notices",
+            Queue::Spans => "spans",
         }
     }
 }
@@ -164,9 +188,9 @@ pub struct Telemetry {
     /// Export requests by how long they took: counts per [`EXPORT_BUCKETS`] bound (+Inf last).
     export_buckets: [AtomicU64; EXPORT_BUCKETS.len() + 1],
     export_nanos: AtomicU64,
-    /// Spans waiting in the export queue, and its bound.
-    pub export_queue_depth: AtomicU64,
-    pub export_queue_capacity: AtomicU64,
+    /// Items waiting in each queue between stages, and the queues' bounds ([`Queue`]).
+    queue_depth: [AtomicU64; Queue::ALL.len()],
+    queue_capacity: [AtomicU64; Queue::ALL.len()],
     /// OTLP metric export requests that succeeded, and that failed.
     pub metric_exports: AtomicU64,
     pub metric_export_errors: AtomicU64,
@@ -221,11 +245,22 @@ impl Telemetry {
             kernel: [ZERO; agent_common::KERNEL_COUNTERS as usize],
             export_buckets: [ZERO; EXPORT_BUCKETS.len() + 1],
             export_nanos: AtomicU64::new(0),
-            export_queue_depth: AtomicU64::new(0),
-            export_queue_capacity: AtomicU64::new(0),
+            queue_depth: [ZERO; Queue::ALL.len()],
+            queue_capacity: [ZERO; Queue::ALL.len()],
             metric_exports: AtomicU64::new(0),
             metric_export_errors: AtomicU64::new(0),
             tail: Mutex::new(None),
+        }
+    }
+
+    /// How full a queue is now.
+    pub fn set_queue(&self, queue: Queue, depth: usize, capacity: usize) {
+        if let (Some(d), Some(c)) = (
+            self.queue_depth.get(queue as usize),
+            self.queue_capacity.get(queue as usize),
+        ) {
+            d.store(depth as u64, Relaxed);
+            c.store(capacity as u64, Relaxed);
         }
     }
 
@@ -431,16 +466,28 @@ impl Telemetry {
         let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
         let _ = writeln!(
             out,
-            "# HELP tracewire_export_queue_spans Spans waiting for export, and the queue's bound.\n\
-             # TYPE tracewire_export_queue_spans gauge\n\
-             tracewire_export_queue_spans{{state=\"queued\"}} {}\n\
-             tracewire_export_queue_spans{{state=\"capacity\"}} {}\n\
-             # HELP tracewire_metric_exports_total OTLP metric export requests by outcome.\n\
+            "# HELP tracewire_queue_items Items waiting in each queue between stages (events: \
+             capture to reassembly, notices: reassembly to spans, spans: to export), and each \
+             queue's bound.\n# TYPE tracewire_queue_items gauge"
+        );
+        for q in Queue::ALL {
+            let i = q as usize;
+            let load = |a: &[AtomicU64]| a.get(i).map_or(0, |v| v.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "tracewire_queue_items{{queue=\"{0}\",state=\"queued\"}} {1}\n\
+                 tracewire_queue_items{{queue=\"{0}\",state=\"capacity\"}} {2}",
+                q.label(),
+                load(&self.queue_depth),
+                load(&self.queue_capacity)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tracewire_metric_exports_total OTLP metric export requests by outcome.\n\
              # TYPE tracewire_metric_exports_total counter\n\
              tracewire_metric_exports_total{{outcome=\"ok\"}} {}\n\
              tracewire_metric_exports_total{{outcome=\"failed\"}} {}",
-            self.export_queue_depth.load(Relaxed),
-            self.export_queue_capacity.load(Relaxed),
             self.metric_exports.load(Relaxed),
             self.metric_export_errors.load(Relaxed),
         );

@@ -622,8 +622,9 @@ impl Drop for Qemu {
 
 /// Boots that crash before /init runs say nothing about the agent: they are retried, and
 /// reported. So is a guest kernel oops during the test: one was seen once in about twenty 6.12
-/// runs, in fork (the maple tree, busybox's clone), with no uprobe attached; a crash the agent
-/// caused would come back on the next boot and fail it. The crashed console is kept. (Under TCG the 6.12 guest crashed in its ACPI set-up — a NULL dereference in
+/// runs, in fork (the maple tree, busybox's clone), with no uprobe attached — most likely the
+/// CMPXCHG16B emulation bug `boot` now avoids; a crash the agent caused would come back on the
+/// next boot and fail it. The crashed console is kept. (Under TCG the 6.12 guest crashed in its ACPI set-up — a NULL dereference in
 /// pci_acpi_setup — in about half the boots; the guests now boot with acpi=off, one vCPU, and
 /// leave by reboot, which -no-reboot turns into qemu's exit: no crash in 12 boots since.)
 const BOOT_ATTEMPTS: u32 = 3;
@@ -703,19 +704,33 @@ fn boot(vmlinuz: &Path, initramfs: &Path, console: &Path, timeout: Duration) -> 
     let log =
         fs::File::create(console).with_context(|| format!("creating {}", console.display()))?;
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", "tcg", "-m", "1024", "-smp", "1"])
-        .args(["-nographic", "-no-reboot", "-nic", "none"])
-        .arg("-kernel")
-        .arg(vmlinuz)
-        .arg("-initrd")
-        .arg(initramfs)
-        .args([
-            "-append",
-            "console=ttyS0 panic=-1 loglevel=4 acpi=off print-fatal-signals=1",
-        ])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
+    // No CMPXCHG16B in the guest: QEMU 7.2's TCG sometimes leaves garbage in EFLAGS after a
+    // %gs-prefixed CMPXCHG16B (6.12's SLUB fast path, this_cpu_try_cmpxchg128). With NT set
+    // the next IRET double-faults: 3 of 3 boots in one CI run, 1 in 6 here, in
+    // kmem_cache_alloc_noprof right after the instruction, before /init or during the test.
+    // Without the feature the kernel takes its cmpxchg16b_emu path: 0 crashes in 10 boots.
+    cmd.args([
+        "-accel",
+        "tcg",
+        "-cpu",
+        "qemu64,-cx16",
+        "-m",
+        "1024",
+        "-smp",
+        "1",
+    ])
+    .args(["-nographic", "-no-reboot", "-nic", "none"])
+    .arg("-kernel")
+    .arg(vmlinuz)
+    .arg("-initrd")
+    .arg(initramfs)
+    .args([
+        "-append",
+        "console=ttyS0 panic=-1 loglevel=4 acpi=off print-fatal-signals=1",
+    ])
+    .stdin(Stdio::null())
+    .stdout(log.try_clone()?)
+    .stderr(log);
     eprintln!(
         "==> booting {} (console: {})",
         vmlinuz.display(),

@@ -37,6 +37,21 @@ pub struct ProcessInfo {
     pub threading: Threading,
 }
 
+impl ProcessInfo {
+    /// A process of pid 1 named `service`, for unit tests of the later stages.
+    #[cfg(test)]
+    pub fn for_test(service: &str) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(ProcessInfo {
+            pid: 1,
+            service_name: service.into(),
+            executable_name: service.into(),
+            executable_path: None,
+            command_line: None,
+            threading: crate::span::context::Threading::PerThread,
+        })
+    }
+}
+
 /// Bounded cache of [`ProcessInfo`] by pid.
 pub struct ProcessCache {
     entries: HashMap<u32, Arc<ProcessInfo>>,

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use crate::{
     sampling::tail::TailSampler,
     span::Span,
-    telemetry::{Drop, TELEMETRY},
+    telemetry::{Drop, Queue, TELEMETRY},
 };
 
 /// Batch settings, from the standard `OTEL_BSP_*` variables.
@@ -130,9 +130,6 @@ pub async fn run(
     let mut batch = Vec::with_capacity(cfg.max_batch);
     let mut open = true;
     let mut deadline_at: Option<Instant> = None;
-    TELEMETRY
-        .export_queue_capacity
-        .store(cfg.max_queue as u64, std::sync::atomic::Ordering::Relaxed);
     let mut tick = tokio::time::interval(TAIL_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while open {
@@ -177,9 +174,7 @@ pub async fn run(
                 _ = &mut deadline => break,
             }
         }
-        TELEMETRY
-            .export_queue_depth
-            .store(rx.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        TELEMETRY.set_queue(Queue::Spans, rx.len(), rx.max_capacity());
         if !open && let Some(t) = tail.as_mut() {
             t.flush(&mut batch);
             TELEMETRY.set_tail(t.stats());

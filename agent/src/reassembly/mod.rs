@@ -706,9 +706,17 @@ pub async fn run(
     use crate::capture::CaptureEvent;
     let mut sweep = tokio::time::interval(std::time::Duration::from_secs(5));
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut gauge = tokio::time::interval(std::time::Duration::from_secs(1));
+    gauge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut out = Vec::new();
     loop {
         tokio::select! {
+            _ = gauge.tick() => {
+                use crate::telemetry::Queue;
+                TELEMETRY.set_queue(Queue::Events, events.len(), events.max_capacity());
+                let cap = notices.max_capacity();
+                TELEMETRY.set_queue(Queue::Notices, cap - notices.capacity(), cap);
+            }
             ev = events.recv() => match ev {
                 Some(CaptureEvent::Open(o)) => table.open(o, &mut out),
                 Some(CaptureEvent::Data(d)) => table.data(d, &mut out),
@@ -725,7 +733,7 @@ pub async fn run(
         }
         for notice in out.drain(..) {
             if notices.try_send(notice).is_err() {
-                TELEMETRY.drop(Drop::ExportQueueFull);
+                TELEMETRY.drop(Drop::NoticeQueueFull);
             }
         }
     }

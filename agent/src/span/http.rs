@@ -314,14 +314,7 @@ mod tests {
                 remote: Some("127.0.0.1:41000".parse().expect("addr")),
                 origin: ConnOrigin::Unknown,
                 tls: false,
-                process: Arc::new(ProcessInfo {
-                    pid: 1,
-                    service_name: "svc".into(),
-                    executable_name: "svc".into(),
-                    executable_path: None,
-                    command_line: None,
-                    threading: crate::span::context::Threading::PerThread,
-                }),
+                process: ProcessInfo::for_test("svc"),
             }),
             message: Message::Http1 {
                 request,

@@ -1,5 +1,4 @@
 //! RED aggregation: buckets, limits, and both renderings.
-use std::sync::Arc;
 
 use super::*;
 use crate::{
@@ -22,14 +21,7 @@ fn span(kind: SpanKind, service: &str, attributes: Vec<Attribute>, dur_ns: u64) 
         end_unix_ns: START + 1_000 + dur_ns,
         attributes,
         status: Status::Unset,
-        process: Arc::new(ProcessInfo {
-            pid: 1,
-            service_name: service.into(),
-            executable_name: service.into(),
-            executable_path: None,
-            command_line: None,
-            threading: crate::span::context::Threading::PerThread,
-        }),
+        process: ProcessInfo::for_test(service),
     }
 }
 

@@ -268,14 +268,7 @@ mod tests {
     use std::sync::Arc;
 
     fn process() -> Arc<ProcessInfo> {
-        Arc::new(ProcessInfo {
-            pid: 1,
-            service_name: "svc".into(),
-            executable_name: "svc".into(),
-            executable_path: None,
-            command_line: None,
-            threading: crate::span::context::Threading::PerThread,
-        })
+        ProcessInfo::for_test("svc")
     }
 
     fn tid(n: u64) -> [u8; 16] {
