@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: criterion benchmarks of the hot user-space stages, and an overhead
-//! harness (nginx under wrk, with and without the agent, interleaved rounds), written to
+//! harness (nginx under wrk, with and without the agent, interleaved rounds; application
+//! servers and the OpenTelemetry zero-code alternative in `bench_apps`), written to
 //! `target/bench/report.md` and `report.json`. Every figure is a ratio against a baseline from
 //! the same run; absolute numbers are shown, never asserted.
 use std::{
@@ -16,19 +17,19 @@ use serde_json::{Value, json};
 use crate::{agent_binary, cargo, run, workspace_root};
 
 /// One line of the report.
-struct Figure {
-    name: String,
-    value: f64,
-    unit: &'static str,
-    baseline: Option<f64>,
+pub struct Figure {
+    pub name: String,
+    pub value: f64,
+    pub unit: &'static str,
+    pub baseline: Option<f64>,
     /// value / baseline.
-    ratio: Option<f64>,
+    pub ratio: Option<f64>,
     /// The goal, as a human-readable condition, and whether it is met.
-    target: Option<(&'static str, bool)>,
+    pub target: Option<(&'static str, bool)>,
 }
 
 impl Figure {
-    fn plain(name: impl Into<String>, value: f64, unit: &'static str) -> Self {
+    pub fn plain(name: impl Into<String>, value: f64, unit: &'static str) -> Self {
         Figure {
             name: name.into(),
             value,
@@ -40,14 +41,14 @@ impl Figure {
     }
 }
 
-fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
 /// A child process stopped by pid when dropped.
-struct Guard(Child);
+pub struct Guard(pub Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -65,7 +66,7 @@ impl Drop for Guard {
     }
 }
 
-fn wait_port(port: u16) -> Result<()> {
+pub fn wait_port(port: u16) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -77,18 +78,25 @@ fn wait_port(port: u16) -> Result<()> {
 }
 
 fn nginx(dir: &Path, port: u16) -> Result<Guard> {
+    nginx_with(dir, port, 1024)
+}
+
+/// nginx on CPU 0 answering `200 ok` to everything, up to `connections` at once.
+pub fn nginx_with(dir: &Path, port: u16, connections: u32) -> Result<Guard> {
     let conf = dir.join("nginx.conf");
     std::fs::write(
         &conf,
         format!(
             "worker_processes 1;\ndaemon off;\nmaster_process off;\nuser root;\n\
              pid {dir}/nginx.pid;\nerror_log {dir}/error.log;\n\
-             events {{ worker_connections 1024; }}\n\
+             worker_rlimit_nofile {files};\n\
+             events {{ worker_connections {connections}; }}\n\
              http {{ access_log off;\n client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy;\n \
              fastcgi_temp_path {dir}/fcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;\n \
              keepalive_requests 1000000;\n server {{ listen 127.0.0.1:{port};\n  \
              location / {{ return 200 \"ok\\n\"; }} }} }}\n",
-            dir = dir.display()
+            dir = dir.display(),
+            files = connections + 1024,
         ),
     )?;
     // The server on CPU 0, the load generator on CPU 1, as in the issue's measurements.
@@ -104,10 +112,15 @@ fn nginx(dir: &Path, port: u16) -> Result<Guard> {
     Ok(guard)
 }
 
-struct WrkResult {
-    rps: f64,
-    p50_us: f64,
-    p99_us: f64,
+pub struct WrkResult {
+    pub rps: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+/// The mean of one measure over rounds.
+pub fn mean(v: &[WrkResult], f: fn(&WrkResult) -> f64) -> f64 {
+    v.iter().map(f).sum::<f64>() / v.len() as f64
 }
 
 fn parse_duration_us(s: &str) -> Option<f64> {
@@ -124,12 +137,12 @@ fn parse_duration_us(s: &str) -> Option<f64> {
     num.trim().parse::<f64>().ok().map(|v| v * mult)
 }
 
-fn wrk(port: u16, secs: u64) -> Result<WrkResult> {
+pub fn wrk(port: u16, secs: u64) -> Result<WrkResult> {
     wrk_in(port, secs, 32, None)
 }
 
 /// wrk with `connections`, started inside `cgroup` when given (before it opens a connection).
-fn wrk_in(port: u16, secs: u64, connections: u32, cgroup: Option<&Path>) -> Result<WrkResult> {
+pub fn wrk_in(port: u16, secs: u64, connections: u32, cgroup: Option<&Path>) -> Result<WrkResult> {
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg(r#"[ -z "$1" ] || echo $$ > "$1/cgroup.procs" || exit 1; shift; exec "$@""#)
@@ -165,7 +178,7 @@ fn wrk_in(port: u16, secs: u64, connections: u32, cgroup: Option<&Path>) -> Resu
 }
 
 /// utime + stime of a process, in seconds.
-fn cpu_secs(pid: u32) -> f64 {
+pub fn cpu_secs(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return f64::NAN;
     };
@@ -184,7 +197,7 @@ fn cpu_secs(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / hz
 }
 
-fn peak_rss_mib(pid: u32) -> f64 {
+pub fn peak_rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -218,12 +231,27 @@ fn bpf_stats() -> (f64, f64) {
 }
 
 fn agent(metrics_port: u16, log: &Path) -> Result<Guard> {
-    agent_with(metrics_port, log, &[])
+    agent_with(metrics_port, log, &[], &[])
 }
 
-fn agent_with(metrics_port: u16, log: &Path, extra: &[&std::ffi::OsStr]) -> Result<Guard> {
-    let child = Command::new(agent_binary())
-        .args(["run", "--exporter", "stdout", "--metrics-addr"])
+/// The agent with `extra` arguments (spans to stdout unless they name an `--exporter`) and
+/// `env`, once `/ready`.
+pub fn agent_with(
+    metrics_port: u16,
+    log: &Path,
+    extra: &[&std::ffi::OsStr],
+    env: &[(&str, &str)],
+) -> Result<Guard> {
+    let mut cmd = Command::new(agent_binary());
+    cmd.arg("run");
+    if !extra.iter().any(|a| *a == "--exporter") {
+        cmd.args(["--exporter", "stdout"]);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd
+        .arg("--metrics-addr")
         .arg(format!("127.0.0.1:{metrics_port}"))
         .args(extra)
         .stdout(Stdio::null())
@@ -365,8 +393,6 @@ fn overhead(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
         let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", stats_before.trim());
     }
     injection(&dir, port, rounds, secs, figures)?;
-    let mean =
-        |v: &[WrkResult], f: fn(&WrkResult) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
     let (b_rps, t_rps) = (mean(&base, |r| r.rps), mean(&traced, |r| r.rps));
     let ratio = t_rps / b_rps;
     figures.push(Figure {
@@ -476,7 +502,7 @@ fn injection(
                 extra.push(cgroup.0.as_os_str());
             }
             let log = dir.join(format!("agent-inject-{inject}-{round}.log"));
-            let guard = agent_with(metrics, &log, &extra)?;
+            let guard = agent_with(metrics, &log, &extra, &[])?;
             let client = inject.then_some(cgroup.0.as_path());
             let one = wrk_in(port, secs, 1, client)?;
             let many = wrk_in(port, secs, 32, client)?;
@@ -493,8 +519,6 @@ fn injection(
             slot.1.push(many);
         }
     }
-    let mean =
-        |v: &[WrkResult], f: fn(&WrkResult) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
     let (p50_plain, p50_inj) = (
         mean(&plain.0, |r| r.p50_us),
         mean(&injected.0, |r| r.p50_us),
@@ -574,6 +598,8 @@ pub fn bench(quick: bool) -> Result<()> {
     let mut figures = Vec::new();
     criterion(quick, &mut figures)?;
     overhead(quick, &mut figures)?;
+    crate::bench_apps::app_servers(quick, &mut figures)?;
+    crate::bench_apps::scale(quick, &mut figures)?;
     let out = write_report(&figures, started)?;
     eprintln!(
         "==> report written to {}/report.md and report.json",

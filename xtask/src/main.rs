@@ -1,6 +1,7 @@
 //! `cargo xtask`: every set-up, build and test step of Tracewire, so that a fresh machine needs
 //! nothing but `cargo xtask run` or `cargo xtask test`.
 mod bench;
+mod bench_apps;
 mod kernels;
 mod setup;
 
