@@ -300,3 +300,37 @@ fn red_metrics_reach_prometheus_and_otlp_with_templated_routes() -> Result<()> {
     );
     Ok(())
 }
+
+/// The default export interval is a minute: an agent stopped before its first interval still
+/// sends the RED histograms it has, once, on the way out.
+#[test]
+fn metrics_are_flushed_at_shutdown() -> Result<()> {
+    let dir = TempDir::new("metrics-shutdown")?;
+    let receiver = OtlpReceiver::start(OtlpProtocol::Grpc)?;
+    let server = peers::mixed_server(&dir, "tw-flush")?;
+    let agent = AgentGuard::start(Export::Otlp(&receiver), &[server.port], dir.path())?;
+    let load = peers::steady_load(&dir, server.port, "/users", 1..4, 1, 0)?;
+    ensure!(load.count(200) == 3, "{load:?}");
+    receiver.wait_for_span("a server span", |s| {
+        s.kind() == SpanKind::Server && s.request_path() == Some("/users/3")
+    })?;
+    ensure!(
+        receiver.metrics().is_empty(),
+        "metrics arrived before the first interval"
+    );
+    let logs = agent.logs();
+    let status = agent.stop()?;
+    ensure!(status.success(), "the agent exited with {status}\n{logs}");
+    let count = otlp_histogram_count(
+        &receiver,
+        "http.server.request.duration",
+        "tw-flush",
+        &[("http.route", "/users/{id}")],
+    );
+    ensure!(
+        count == Some(3),
+        "the final OTLP metrics export carried {count:?} requests ({} metrics requests)",
+        receiver.metrics().len()
+    );
+    Ok(())
+}

@@ -203,21 +203,22 @@ fn build_http(
                 (None, None) => {}
             }
             if let Some(remote) = ex.conn.remote {
-                push_addr(&mut attrs, sc::CLIENT_ADDRESS, sc::CLIENT_PORT, remote);
-                push_addr(
-                    &mut attrs,
-                    sc::NETWORK_PEER_ADDRESS,
-                    sc::NETWORK_PEER_PORT,
-                    remote,
-                );
+                // One formatting for both: it was 5% of the agent's CPU under nginx load.
+                let ip = remote.ip().to_string();
+                let port = i64::from(remote.port());
+                attrs.push(Attribute::str(sc::CLIENT_ADDRESS, ip.clone()));
+                attrs.push(Attribute::int(sc::CLIENT_PORT, port));
+                attrs.push(Attribute::str(sc::NETWORK_PEER_ADDRESS, ip));
+                attrs.push(Attribute::int(sc::NETWORK_PEER_PORT, port));
             }
             (SpanKind::Server, status.is_some_and(|s| s >= 500))
         }
         Role::Client => {
             let remote = ex.conn.remote;
+            let remote_ip = remote.map(|r| r.ip().to_string());
             let (server_host, server_port) = match (&host, remote) {
                 (Some((h, p)), r) => (Some(h.clone()), p.or(r.map(|r| r.port()))),
-                (None, Some(r)) => (Some(r.ip().to_string()), Some(r.port())),
+                (None, Some(r)) => (remote_ip.clone(), Some(r.port())),
                 (None, None) => (None, None),
             };
             if let Some(h) = &server_host {
@@ -241,13 +242,9 @@ fn build_http(
                 }
                 attrs.push(Attribute::str(sc::URL_FULL, full));
             }
-            if let Some(r) = remote {
-                push_addr(
-                    &mut attrs,
-                    sc::NETWORK_PEER_ADDRESS,
-                    sc::NETWORK_PEER_PORT,
-                    r,
-                );
+            if let (Some(r), Some(ip)) = (remote, remote_ip) {
+                attrs.push(Attribute::str(sc::NETWORK_PEER_ADDRESS, ip));
+                attrs.push(Attribute::int(sc::NETWORK_PEER_PORT, i64::from(r.port())));
             }
             (SpanKind::Client, status.is_some_and(|s| s >= 400))
         }
