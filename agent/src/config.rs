@@ -172,7 +172,7 @@ impl FileConfig {
             allowed,
         };
         if let Some(p) = &self.otlp.protocol
-            && !matches!(p.as_str(), "grpc" | "http/protobuf")
+            && crate::export::otlp::Transport::from_name(p).is_none()
         {
             return Err(bad("otlp.protocol", p, "use grpc or http/protobuf"));
         }

@@ -197,12 +197,13 @@ pub fn cpu_secs(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / hz
 }
 
-pub fn peak_rss_mib(pid: u32) -> f64 {
+/// A memory field of /proc/PID/status (`VmHWM`: peak resident, `VmRSS`: resident now), in MiB.
+pub fn status_mib(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         })
         .map_or(f64::NAN, |kb| kb / 1024.0)
@@ -377,7 +378,7 @@ fn overhead(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
         let t = wrk(port, secs)?;
         let cpu1 = cpu_secs(pid);
         let (ns1, cnt1) = bpf_stats();
-        rss = rss.max(peak_rss_mib(pid));
+        rss = rss.max(status_mib(pid, "VmHWM"));
         agent_cpu += cpu1 - cpu0;
         agent_requests += t.rps * secs as f64;
         bpf_ns += ns1 - ns0;

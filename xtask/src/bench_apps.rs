@@ -272,18 +272,6 @@ pub fn app_servers(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
     Ok(())
 }
 
-/// Current resident memory of a process, in MiB.
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 /// Lets this process (and wrk and nginx, which inherit it) hold up to `n` sockets, or as many
 /// as the hard limit allows; returns the limit now in force.
 fn raise_open_files(n: u64) -> Result<u64> {
@@ -335,12 +323,12 @@ pub fn scale(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
         &[],
     )?;
     let pid = agent.0.id();
-    let before = rss_mib(pid);
+    let before = crate::bench::status_mib(pid, "VmRSS");
     eprintln!("==> scale: wrk -c{CONNS} against nginx for {secs} s, then {CONNS} idle connections");
     let cpu0 = crate::bench::cpu_secs(pid);
     let busy = crate::bench::wrk_in(port, secs, CONNS, None)?;
     let cpu1 = crate::bench::cpu_secs(pid);
-    let busy_peak = crate::bench::peak_rss_mib(pid);
+    let busy_peak = crate::bench::status_mib(pid, "VmHWM");
     eprintln!(
         "    {CONNS} busy connections: {:.0} req/s, agent peak RSS {busy_peak:.1} MiB (idle agent {before:.1} MiB)",
         busy.rps
@@ -356,7 +344,7 @@ pub fn scale(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
         idle.push(s);
     }
     std::thread::sleep(std::time::Duration::from_secs(2));
-    let idle_rss = rss_mib(pid);
+    let idle_rss = crate::bench::status_mib(pid, "VmRSS");
     eprintln!("    {CONNS} idle connections held: agent RSS {idle_rss:.1} MiB");
     drop(idle);
     figures.push(Figure {

@@ -55,12 +55,18 @@ impl Transport {
         let value = std::env::var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
             .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL"))
             .unwrap_or_else(|_| "grpc".to_string());
+        Self::from_name(&value).ok_or_else(|| OtlpError::Protocol {
+            value: value.trim().to_string(),
+        })
+    }
+
+    /// An `OTEL_EXPORTER_OTLP_*PROTOCOL` value (empty: the default, gRPC); `None` for the ones
+    /// not supported (`http/json`).
+    pub fn from_name(value: &str) -> Option<Self> {
         match value.trim() {
-            "grpc" | "" => Ok(Transport::Grpc),
-            "http/protobuf" => Ok(Transport::HttpProtobuf),
-            other => Err(OtlpError::Protocol {
-                value: other.to_string(),
-            }),
+            "grpc" | "" => Some(Transport::Grpc),
+            "http/protobuf" => Some(Transport::HttpProtobuf),
+            _ => None,
         }
     }
 }

@@ -16,14 +16,8 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 use prost::Message as _;
 use tokio::sync::watch;
 
-use super::{red::Red, tls::TlsFiles};
+use super::{otlp::Transport, red::Red, tls::TlsFiles};
 use crate::telemetry::TELEMETRY;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
-    Grpc,
-    HttpProtobuf,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsExportError {
@@ -40,7 +34,7 @@ pub enum MetricsExportError {
 /// Where and how metrics go, from the standard variables.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MetricsExportConfig {
-    pub protocol: Protocol,
+    pub protocol: Transport,
     /// The full URL: for HTTP it includes `/v1/metrics`.
     pub endpoint: String,
     pub headers: Vec<(String, String)>,
@@ -60,13 +54,10 @@ impl MetricsExportConfig {
         let protocol = match either(
             "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
             "OTEL_EXPORTER_OTLP_PROTOCOL",
-        )
-        .as_deref()
-        .map(str::trim)
-        {
-            None | Some("grpc") => Protocol::Grpc,
-            Some("http/protobuf") => Protocol::HttpProtobuf,
-            Some(other) => return Err(MetricsExportError::Protocol(other.to_string())),
+        ) {
+            None => Transport::Grpc,
+            Some(name) => Transport::from_name(&name)
+                .ok_or_else(|| MetricsExportError::Protocol(name.trim().to_string()))?,
         };
         let endpoint = match (
             var("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"),
@@ -74,12 +65,12 @@ impl MetricsExportConfig {
             protocol,
         ) {
             (Some(e), _, _) => e.trim().to_string(),
-            (None, Some(base), Protocol::Grpc) => base.trim().to_string(),
-            (None, Some(base), Protocol::HttpProtobuf) => {
+            (None, Some(base), Transport::Grpc) => base.trim().to_string(),
+            (None, Some(base), Transport::HttpProtobuf) => {
                 format!("{}/v1/metrics", base.trim().trim_end_matches('/'))
             }
-            (None, None, Protocol::Grpc) => "http://localhost:4317".to_string(),
-            (None, None, Protocol::HttpProtobuf) => "http://localhost:4318/v1/metrics".to_string(),
+            (None, None, Transport::Grpc) => "http://localhost:4317".to_string(),
+            (None, None, Transport::HttpProtobuf) => "http://localhost:4318/v1/metrics".to_string(),
         };
         if let Err(e) = endpoint.parse::<tonic::codegen::http::Uri>() {
             return Err(MetricsExportError::Endpoint {
@@ -142,7 +133,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let client = match cfg.protocol {
-        Protocol::Grpc => match tonic::transport::Endpoint::from_shared(cfg.endpoint.clone()) {
+        Transport::Grpc => match tonic::transport::Endpoint::from_shared(cfg.endpoint.clone()) {
             Ok(endpoint) => {
                 let endpoint = if cfg.endpoint.starts_with("https:") || !tls.is_empty() {
                     match endpoint.tls_config(tls.tonic()) {
@@ -166,7 +157,7 @@ pub async fn run(
                 return;
             }
         },
-        Protocol::HttpProtobuf => match tls.reqwest() {
+        Transport::HttpProtobuf => match tls.reqwest() {
             Ok(c) => Client::Http(c),
             Err(e) => {
                 tracing::error!(endpoint = %cfg.endpoint, %e, "OTLP metrics export disabled");
@@ -286,7 +277,7 @@ mod tests {
         let c = cfg(&[]).unwrap();
         assert_eq!(
             (c.protocol, c.endpoint.as_str()),
-            (Protocol::Grpc, "http://localhost:4317")
+            (Transport::Grpc, "http://localhost:4317")
         );
         let c = cfg(&[
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
