@@ -103,6 +103,29 @@ pub fn truncate_text(mut s: String, max: usize) -> String {
     s
 }
 
+/// Feeds a fixture recorded by `fixtures/capture.py` (records of `C`/`S`, a big-endian u32
+/// length, the bytes) through `parser`, each record as one chunk without gap, and returns every
+/// event in order.
+#[cfg(test)]
+pub fn replay(parser: &mut dyn DbParser, fixture: &[u8]) -> Vec<DbEvent> {
+    let mut out = Vec::new();
+    let mut rest = fixture;
+    while let [tag, a, b, c, d, tail @ ..] = rest {
+        let len = u32::from_be_bytes([*a, *b, *c, *d]) as usize;
+        let Some((data, after)) = tail.split_at_checked(len) else {
+            panic!("fixture record of {len} bytes runs past the end");
+        };
+        match tag {
+            b'C' => parser.client(data, 0, &mut out),
+            b'S' => parser.server(data, 0, &mut out),
+            _ => panic!("fixture record tag {tag} is neither C nor S"),
+        }
+        rest = after;
+    }
+    assert!(rest.is_empty(), "fixture ends inside a record header");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
