@@ -27,6 +27,7 @@ pub mod agent;
 pub mod bpf;
 pub mod cgroup;
 pub mod collector;
+pub mod db;
 pub mod exchange;
 pub mod http1;
 pub mod metrics;

@@ -71,14 +71,14 @@ fn is_executable(path: &Path) -> bool {
 }
 
 /// The base name a binary will have in `/proc/<pid>/exe`: symlinks resolved, as the kernel does.
-fn executable_name(binary: &Path) -> Result<String> {
+pub(crate) fn executable_name(binary: &Path) -> Result<String> {
     let real = binary
         .canonicalize()
         .with_context(|| format!("resolving {}", binary.display()))?;
     base_name(&real)
 }
 
-fn executable_name_of_pid(pid: u32) -> Result<String> {
+pub(crate) fn executable_name_of_pid(pid: u32) -> Result<String> {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
         .with_context(|| format!("reading /proc/{pid}/exe"))?;
     base_name(&exe)
@@ -119,7 +119,7 @@ pub fn python_interpreter() -> Result<PathBuf> {
 
 /// Spawns `command` (a server about to listen on `port`) with `OTEL_SERVICE_NAME`, and waits
 /// until it listens.
-fn serve(
+pub(crate) fn serve(
     dir: &TempDir,
     name: &str,
     mut command: Command,
@@ -132,7 +132,11 @@ fn serve(
 }
 
 /// Starts `server`, waits until it listens on `port`, and names the serving process.
-fn listening(mut guard: ChildGuard, port: u16, service_name: &str) -> Result<PeerServer> {
+pub(crate) fn listening(
+    mut guard: ChildGuard,
+    port: u16,
+    service_name: &str,
+) -> Result<PeerServer> {
     wait_for_port(port, &mut guard, LISTEN_WAIT)?;
     let pid = guard.pid();
     let serving = ProcessIdentity {

@@ -137,7 +137,13 @@ fn bpf_linker() -> Result<()> {
 /// Debian packages, installed only when their command is missing.
 fn apt(test_peers: bool) -> Result<()> {
     let mut wanted: Vec<&str> = Vec::new();
-    let needs = |cmd: &str| !has(cmd);
+    // A non-login root PATH may lack the sbin directories (mariadbd is in /usr/sbin).
+    let needs = |cmd: &str| {
+        !has(cmd)
+            && !["/usr/local/sbin", "/usr/sbin", "/sbin"]
+                .iter()
+                .any(|dir| Path::new(dir).join(cmd).is_file())
+    };
     if test_peers {
         for (cmd, pkg) in [
             ("bpftool", "bpftool"),
@@ -151,13 +157,49 @@ fn apt(test_peers: bool) -> Result<()> {
             ("openssl", "openssl"),
             ("ip", "iproute2"),
             ("wrk", "wrk"),
+            // The database tests' servers and stock clients.
+            ("psql", "postgresql-client"),
+            ("mariadbd", "mariadb-server"),
+            ("mariadb-install-db", "mariadb-server"),
+            ("mariadb", "mariadb-client"),
+            ("redis-server", "redis-server"),
+            ("redis-cli", "redis-tools"),
         ] {
-            if needs(cmd) {
+            if needs(cmd) && !wanted.contains(&pkg) {
+                wanted.push(pkg);
+            }
+        }
+        if !has_postgres_server() {
+            wanted.push("postgresql");
+        }
+        // The database tests' Python clients run on Debian's own interpreter, where these
+        // packages install (a pyenv `python3` first on PATH does not see them).
+        for (module, pkg) in [
+            ("psycopg", "python3-psycopg"),
+            ("pymysql", "python3-pymysql"),
+            ("redis", "python3-redis"),
+        ] {
+            if !system_python_imports(module) {
                 wanted.push(pkg);
             }
         }
     }
     apt_install(&wanted, "")
+}
+
+/// Debian installs the PostgreSQL server's programs (`initdb`, `postgres`, `pg_ctl`) under
+/// `/usr/lib/postgresql/<version>/bin`, off PATH.
+fn has_postgres_server() -> bool {
+    std::fs::read_dir("/usr/lib/postgresql").is_ok_and(|versions| {
+        versions
+            .flatten()
+            .any(|version| version.path().join("bin/initdb").is_file())
+    })
+}
+
+/// Does Debian's `/usr/bin/python3` import `module`?
+fn system_python_imports(module: &str) -> bool {
+    output(Command::new("/usr/bin/python3").args(["-c", &format!("import {module}")])).is_some()
 }
 
 /// `apt-get update` then install `packages` (nothing when empty); `why` ends the step's title.
