@@ -22,6 +22,7 @@ use crate::{
         process::{ProcessCache, ProcessInfo},
     },
     protocol::{
+        db::{DbQuery, DbReply, DbSystem},
         http1::{self, BodyKind, RequestHead, ResponseHead},
         http2,
     },
@@ -88,6 +89,19 @@ pub enum Message {
         response: Option<ResponseHead>,
     },
     Http2(Box<Http2Exchange>),
+    /// A database or cache query the traced process made (client side only).
+    Db(Box<DbExchange>),
+}
+
+/// One query on a database connection and how it was answered.
+#[derive(Debug, Clone)]
+pub struct DbExchange {
+    pub system: DbSystem,
+    /// `db.namespace`: the database the connection was opened on or switched to.
+    pub namespace: Option<String>,
+    pub query: DbQuery,
+    /// None when the connection ended before the reply.
+    pub reply: Option<DbReply>,
 }
 
 /// Bounds of the table.

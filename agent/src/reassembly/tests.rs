@@ -11,7 +11,7 @@ const KEY: ConnKey = ConnKey {
 fn http1(ex: &Exchange) -> (&RequestHead, Option<&ResponseHead>) {
     match &ex.message {
         Message::Http1 { request, response } => (request, response.as_ref()),
-        Message::Http2(_) => panic!("not HTTP/1"),
+        _ => panic!("not HTTP/1"),
     }
 }
 
@@ -325,7 +325,7 @@ const GRPC_SERVER: &[u8] = include_bytes!("../protocol/fixtures/http2/grpcio_ser
 fn h2(ex: &Exchange) -> &Http2Exchange {
     match &ex.message {
         Message::Http2(h2) => h2,
-        Message::Http1 { .. } => panic!("not HTTP/2"),
+        _ => panic!("not HTTP/2"),
     }
 }
 
