@@ -43,16 +43,36 @@ fn text(span: &Span, key: &str) -> String {
     }
 }
 
-/// `2026-11-26T18:59:01.123456Z svc SERVER GET /path 200 1.234ms trace=… span=…`
+/// What a span is about and how it ended, per protocol: an HTTP path or URL and status code; for
+/// a database call the system and database (`postgresql/shop`, the span name already says the
+/// operation and table) and the database's error code, `-` when it succeeded.
+fn target_and_status(span: &Span) -> (String, String) {
+    if let Some(system) = span.attribute(sc::DB_SYSTEM_NAME) {
+        let system = match system {
+            AttrValue::Str(s) => s.clone(),
+            AttrValue::Int(i) => i.to_string(),
+        };
+        let target = match span.attribute(sc::DB_NAMESPACE) {
+            Some(_) => format!("{system}/{}", text(span, sc::DB_NAMESPACE)),
+            None => system,
+        };
+        return (target, text(span, sc::DB_RESPONSE_STATUS_CODE));
+    }
+    let target = match span.attribute(sc::URL_PATH) {
+        Some(_) => text(span, sc::URL_PATH),
+        None => text(span, sc::URL_FULL),
+    };
+    (target, text(span, sc::HTTP_RESPONSE_STATUS_CODE))
+}
+
+/// `2026-11-26T18:59:01.123456Z svc SERVER GET /path 200 1.234ms trace=… span=…`, or for a
+/// database call `… svc CLIENT SELECT users postgresql/shop 42P01 ERROR 0.412ms …`
 pub fn line(span: &Span) -> String {
     let secs = span.start_unix_ns / 1_000_000_000;
     let micros = (span.start_unix_ns % 1_000_000_000) / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    let target = match span.attribute(sc::URL_PATH) {
-        Some(_) => text(span, sc::URL_PATH),
-        None => text(span, sc::URL_FULL),
-    };
+    let (target, status) = target_and_status(span);
     let duration_ms = span.end_unix_ns.saturating_sub(span.start_unix_ns) as f64 / 1e6;
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z {} {} {} {} {}{} {duration_ms:.3}ms trace={} span={}",
@@ -63,7 +83,7 @@ pub fn line(span: &Span) -> String {
         span.kind.as_str(),
         span.name,
         target,
-        text(span, sc::HTTP_RESPONSE_STATUS_CODE),
+        status,
         if span.status == Status::Error {
             " ERROR"
         } else {
@@ -91,6 +111,74 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::{
+        capture::process::ProcessInfo,
+        span::{Attribute, SpanKind},
+    };
+
+    fn span(name: &str, attributes: Vec<Attribute>, status: Status) -> Span {
+        Span {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent_span_id: None,
+            parent_is_remote: false,
+            tracestate: None,
+            kind: SpanKind::Client,
+            name: name.into(),
+            // 2025-11-26T00:00:01Z, 1.5 ms.
+            start_unix_ns: 1_764_115_201_000_000_000,
+            end_unix_ns: 1_764_115_201_001_500_000,
+            attributes,
+            status,
+            process: ProcessInfo::for_test("shop"),
+        }
+    }
+
+    #[test]
+    fn http_and_db_lines() {
+        let http = span(
+            "GET",
+            vec![
+                Attribute::int(sc::HTTP_RESPONSE_STATUS_CODE, 200),
+                Attribute::str(sc::URL_FULL, "http://pay/x"),
+            ],
+            Status::Unset,
+        );
+        assert_eq!(
+            line(&http),
+            format!(
+                "2025-11-26T00:00:01.000000Z shop CLIENT GET http://pay/x 200 1.500ms trace={} span={}",
+                "01".repeat(16),
+                "02".repeat(8)
+            )
+        );
+        let failed = span(
+            "SELECT missing",
+            vec![
+                Attribute::str(sc::DB_SYSTEM_NAME, "postgresql"),
+                Attribute::str(sc::DB_NAMESPACE, "shop"),
+                Attribute::str(sc::DB_RESPONSE_STATUS_CODE, "42P01"),
+            ],
+            Status::Error,
+        );
+        assert!(
+            line(&failed)
+                .contains(" shop CLIENT SELECT missing postgresql/shop 42P01 ERROR 1.500ms "),
+            "{}",
+            line(&failed)
+        );
+        let redis = span(
+            "GET",
+            vec![Attribute::str(sc::DB_SYSTEM_NAME, "redis")],
+            Status::Unset,
+        );
+        assert!(
+            line(&redis).contains(" shop CLIENT GET redis - 1.500ms "),
+            "{}",
+            line(&redis)
+        );
+    }
 
     #[test]
     fn dates() {

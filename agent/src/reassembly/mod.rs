@@ -4,6 +4,7 @@
 //!
 //! Which side is the server is decided by the bytes, not by accept/connect: the direction that
 //! carries requests. That also covers connections opened before the agent started.
+pub mod db;
 pub mod h2;
 pub mod stream;
 
@@ -179,6 +180,8 @@ struct Connection {
     kernel_ctx: Option<KernelCtx>,
     /// Set once the connection is known to speak HTTP/2; the HTTP/1 fields then stay idle.
     h2: Option<Box<H2Conn>>,
+    /// Set once the connection is known to be a database client's; HTTP then stays idle.
+    db: Option<Box<db::DbConn>>,
     /// TLS records were seen on the socket (its plaintext may come from the OpenSSL probes).
     tls_records: bool,
     /// ... and application-data records among them (a failed or probing handshake has none).
@@ -236,6 +239,7 @@ impl ConnTable {
             ignored: false,
             kernel_ctx: None,
             h2: None,
+            db: None,
             tls_records: false,
             tls_app_data: false,
         }
@@ -301,6 +305,10 @@ impl ConnTable {
         self.buffered = self.buffered.saturating_sub(conn.buffered());
         if let Some(h2) = conn.h2.as_mut() {
             h2.close(&conn.meta, conn.last_activity_ns, out);
+            return;
+        }
+        if let Some(db) = conn.db.as_mut() {
+            db.abandon(&conn.meta, out);
             return;
         }
         let (req_buffered, resp_buffered) = (conn.requests.buffered(), conn.responses.buffered());
@@ -457,6 +465,7 @@ impl Connection {
         self.requests.buffered()
             + self.responses.buffered()
             + self.h2.as_ref().map_or(0, |h| h.buffered())
+            + self.db.as_ref().map_or(0, |d| d.buffered())
     }
 
     fn start_tls(&mut self) {
@@ -471,6 +480,7 @@ impl Connection {
         self.pending.clear();
         self.answering = None;
         self.h2 = None;
+        self.db = None;
     }
 
     fn exchange(&self, req: PendingRequest, resp: Option<ResponseHead>, end_ns: u64) -> Exchange {
@@ -506,6 +516,7 @@ impl Connection {
         if !chunk.tls
             && self.role.is_none()
             && self.h2.is_none()
+            && self.db.is_none()
             && looks_like_tls_record(&chunk.payload)
         {
             self.tls_records = true;
@@ -520,6 +531,42 @@ impl Connection {
             return;
         }
         if self.ignored {
+            return;
+        }
+        if self.h2.is_none()
+            && self.db.is_none()
+            && self.role.is_none()
+            && !http1::looks_like_request(&chunk.payload)
+        {
+            let from_start = db::opened_while_watched(self.meta.origin, self.undetected_chunks);
+            match db::detect(&chunk, from_start) {
+                Some(db::Detected::Client(conn)) => {
+                    self.role = Some(Role::Client);
+                    self.db = Some(conn);
+                }
+                Some(db::Detected::Server) => {
+                    // The database server's side: its clients' spans tell the story.
+                    self.ignored = true;
+                    return;
+                }
+                None => {}
+            }
+        }
+        if let Some(db) = self.db.as_mut() {
+            let after = db.on_chunk(
+                &chunk,
+                &mut db::Sink {
+                    meta: &self.meta,
+                    next_id,
+                    out,
+                },
+            );
+            if after == db::After::StartTls {
+                db.abandon(&self.meta, out);
+                self.db = None;
+                self.role = None;
+                self.tls_records = true;
+            }
             return;
         }
         if self.h2.is_none() && self.role.is_none() {

@@ -111,7 +111,7 @@ pub fn build(ex: &Exchange, ctx: SpanContext, clock: &Clock, opts: SpanOptions) 
             };
             build_http(ex, &view, ctx, clock, opts)
         }
-        Message::Db(_) => todo!("database spans"),
+        Message::Db(db) => super::db::build(ex, db, ctx, clock),
         Message::Http2(h2) if h2.is_grpc() => super::rpc::build(ex, h2, ctx, clock, opts),
         Message::Http2(h2) => {
             let req = &h2.request;

@@ -1,6 +1,7 @@
 //! Spans: the one type that flows from reassembly to export, built from exchanges with the
 //! OpenTelemetry semantic conventions, and the clock that dates them.
 pub mod context;
+pub mod db;
 pub mod http;
 pub mod rpc;
 pub mod semconv;

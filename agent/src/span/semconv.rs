@@ -1,5 +1,6 @@
 //! OpenTelemetry semantic-convention names used by the agent (stable HTTP conventions,
-//! semconv 1.26+), in one place so they cannot be misspelt twice.
+//! semconv 1.26+; stable database conventions, 1.33+), in one place so they cannot be misspelt
+//! twice.
 pub const HTTP_REQUEST_METHOD: &str = "http.request.method";
 pub const HTTP_REQUEST_METHOD_ORIGINAL: &str = "http.request.method_original";
 pub const HTTP_RESPONSE_STATUS_CODE: &str = "http.response.status_code";
@@ -43,3 +44,15 @@ pub const RPC_RESPONSE_STATUS_CODE: &str = "rpc.response.status_code";
 /// Set when a span is built from part of what was exchanged (the value says why), so that a
 /// missing attribute is not read as an absent one.
 pub const TRACEWIRE_INCOMPLETE: &str = "tracewire.incomplete";
+
+// Database client spans and metrics (stable database conventions, semconv 1.33+).
+pub const DB_SYSTEM_NAME: &str = "db.system.name";
+pub const DB_NAMESPACE: &str = "db.namespace";
+pub const DB_OPERATION_NAME: &str = "db.operation.name";
+pub const DB_COLLECTION_NAME: &str = "db.collection.name";
+pub const DB_QUERY_TEXT: &str = "db.query.text";
+pub const DB_QUERY_SUMMARY: &str = "db.query.summary";
+pub const DB_OPERATION_BATCH_SIZE: &str = "db.operation.batch.size";
+pub const DB_RESPONSE_STATUS_CODE: &str = "db.response.status_code";
+/// Still in development (opt-in) in the conventions; the agent gets it for free from the reply.
+pub const DB_RESPONSE_RETURNED_ROWS: &str = "db.response.returned_rows";

@@ -1,10 +1,12 @@
 //! RED metrics (rate, errors, duration) aggregated from the agent's own spans: one duration
-//! histogram per HTTP/gRPC direction and service, kept once and rendered two ways, as
-//! Prometheus text for `/metrics` and as an OTLP `ExportMetricsServiceRequest`.
+//! histogram per HTTP/gRPC direction, plus database client calls, per service, kept once and
+//! rendered two ways, as Prometheus text for `/metrics` and as an OTLP
+//! `ExportMetricsServiceRequest`.
 //!
 //! Names and attributes follow the OpenTelemetry semantic conventions
-//! (`http.server.request.duration`, `http.client.request.duration`, and the pre-1.37
-//! `rpc.server.duration` / `rpc.client.duration`); temporality is cumulative.
+//! (`http.server.request.duration`, `http.client.request.duration`, the pre-1.37
+//! `rpc.server.duration` / `rpc.client.duration`, and `db.client.operation.duration`);
+//! temporality is cumulative.
 //!
 //! Traffic chooses most attribute values (paths, hosts), so cardinality is bounded three ways:
 //! - `http.route` is a template inferred from the path ([`route_template`]), never the raw path;
@@ -43,6 +45,7 @@ pub const HTTP_SERVER_REQUEST_DURATION: &str = "http.server.request.duration";
 pub const HTTP_CLIENT_REQUEST_DURATION: &str = "http.client.request.duration";
 pub const RPC_SERVER_DURATION: &str = "rpc.server.duration";
 pub const RPC_CLIENT_DURATION: &str = "rpc.client.duration";
+pub const DB_CLIENT_OPERATION_DURATION: &str = "db.client.operation.duration";
 pub const HTTP_ROUTE: &str = "http.route";
 /// The attribute of an overflow series (OpenTelemetry SDK cardinality limits).
 pub const OTEL_METRIC_OVERFLOW: &str = "otel.metric.overflow";
@@ -55,30 +58,38 @@ const SERIES_GAUGE: &str = "tracewire_red_series";
 const HTTP_BOUNDS_S: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
+/// Semconv advice for database operation durations, in seconds.
+const DB_BOUNDS_S: [f64; 9] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0];
 /// The SDK default explicit buckets, for the millisecond RPC durations.
 const RPC_BOUNDS_MS: [f64; 15] = [
     0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2500.0, 5000.0, 7500.0,
     10000.0,
 ];
 
-/// The four histograms; the discriminant indexes per-service arrays.
+/// The histograms; the discriminant indexes per-service arrays.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Instrument {
     HttpServer = 0,
     HttpClient = 1,
     RpcServer = 2,
     RpcClient = 3,
+    DbClient = 4,
 }
 
-const INSTRUMENTS: [Instrument; 4] = [
+const INSTRUMENTS: [Instrument; 5] = [
     Instrument::HttpServer,
     Instrument::HttpClient,
     Instrument::RpcServer,
     Instrument::RpcClient,
+    Instrument::DbClient,
 ];
 
 impl Instrument {
     fn of(span: &Span) -> Self {
+        // Database spans are CLIENT spans too: without this they would be HTTP client calls.
+        if span.attribute(sc::DB_SYSTEM_NAME).is_some() {
+            return Instrument::DbClient;
+        }
         let rpc = span.attribute(sc::RPC_SYSTEM).is_some()
             || span.attribute(sc::RPC_SYSTEM_NAME).is_some();
         match (rpc, span.kind) {
@@ -95,6 +106,7 @@ impl Instrument {
             Instrument::HttpClient => HTTP_CLIENT_REQUEST_DURATION,
             Instrument::RpcServer => RPC_SERVER_DURATION,
             Instrument::RpcClient => RPC_CLIENT_DURATION,
+            Instrument::DbClient => DB_CLIENT_OPERATION_DURATION,
         }
     }
 
@@ -105,12 +117,13 @@ impl Instrument {
             Instrument::HttpClient => "http_client_request_duration_seconds",
             Instrument::RpcServer => "rpc_server_duration_milliseconds",
             Instrument::RpcClient => "rpc_client_duration_milliseconds",
+            Instrument::DbClient => "db_client_operation_duration_seconds",
         }
     }
 
     fn unit(self) -> &'static str {
         match self {
-            Instrument::HttpServer | Instrument::HttpClient => "s",
+            Instrument::HttpServer | Instrument::HttpClient | Instrument::DbClient => "s",
             Instrument::RpcServer | Instrument::RpcClient => "ms",
         }
     }
@@ -121,6 +134,7 @@ impl Instrument {
             Instrument::HttpClient => "Duration of HTTP client requests.",
             Instrument::RpcServer => "Measures the duration of inbound RPC.",
             Instrument::RpcClient => "Measures the duration of outbound RPC.",
+            Instrument::DbClient => "Duration of database client operations.",
         }
     }
 
@@ -128,13 +142,16 @@ impl Instrument {
         match self {
             Instrument::HttpServer | Instrument::HttpClient => &HTTP_BOUNDS_S,
             Instrument::RpcServer | Instrument::RpcClient => &RPC_BOUNDS_MS,
+            Instrument::DbClient => &DB_BOUNDS_S,
         }
     }
 
     /// A duration in the instrument's unit.
     fn value(self, ns: u64) -> f64 {
         match self {
-            Instrument::HttpServer | Instrument::HttpClient => ns as f64 / 1e9,
+            Instrument::HttpServer | Instrument::HttpClient | Instrument::DbClient => {
+                ns as f64 / 1e9
+            }
             Instrument::RpcServer | Instrument::RpcClient => ns as f64 / 1e6,
         }
     }
@@ -201,8 +218,8 @@ impl Series {
 struct Service {
     /// Routes admitted under the per-service limit.
     routes: HashSet<String>,
-    series: [BTreeMap<Key, Series>; 4],
-    overflow: [Option<Series>; 4],
+    series: [BTreeMap<Key, Series>; INSTRUMENTS.len()],
+    overflow: [Option<Series>; INSTRUMENTS.len()],
 }
 
 /// Cardinality limits.
@@ -251,7 +268,8 @@ impl Red {
     }
 
     /// Adds one span's duration to its series. A gRPC span (`rpc.system`, or the stable
-    /// `rpc.system.name`) counts in the RPC metric only.
+    /// `rpc.system.name`) counts in the RPC metric only, a database span (`db.system.name`) in
+    /// the database metric only.
     pub fn record(&mut self, span: &Span) {
         let inst = Instrument::of(span);
         let value = inst.value(span.end_unix_ns.saturating_sub(span.start_unix_ns));
@@ -268,6 +286,7 @@ impl Red {
             }
             Instrument::HttpClient => http_client_key(span),
             Instrument::RpcServer | Instrument::RpcClient => rpc_key(span),
+            Instrument::DbClient => db_key(span),
         };
         let i = inst as usize;
         let bounds = inst.bounds();
@@ -486,6 +505,27 @@ fn rpc_key(span: &Span) -> Key {
         && let Some(code) = (0..=16u32).find(|c| grpc::status_name(*c) == Some(name))
     {
         key.push((sc::RPC_GRPC_STATUS_CODE, Val::Int(i64::from(code))));
+    }
+    key
+}
+
+/// The conventions' attributes of `db.client.operation.duration`, those the span has. Table
+/// names come from traffic, so the series limit is what bounds them; `db.query.text` and the
+/// span's summary are left out (the first is unbounded, the second repeats operation and
+/// collection).
+fn db_key(span: &Span) -> Key {
+    let mut key = Vec::with_capacity(8);
+    for name in [
+        sc::DB_SYSTEM_NAME,
+        sc::DB_NAMESPACE,
+        sc::DB_OPERATION_NAME,
+        sc::DB_COLLECTION_NAME,
+        sc::DB_RESPONSE_STATUS_CODE,
+        sc::ERROR_TYPE,
+        sc::SERVER_ADDRESS,
+        sc::SERVER_PORT,
+    ] {
+        push_attr(&mut key, span, name);
     }
     key
 }

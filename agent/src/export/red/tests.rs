@@ -538,3 +538,191 @@ fn red_is_send() {
     assert_send::<Red>();
     assert_send::<std::sync::Mutex<Red>>();
 }
+
+fn db(service: &str, operation: &str, error: Option<&str>, dur_ns: u64) -> Span {
+    let mut attributes = vec![
+        Attribute::str(sc::DB_SYSTEM_NAME, "postgresql"),
+        Attribute::str(sc::DB_NAMESPACE, "shop"),
+        Attribute::str(sc::DB_OPERATION_NAME, operation),
+        Attribute::str(sc::DB_COLLECTION_NAME, "users"),
+        Attribute::str(sc::DB_QUERY_SUMMARY, format!("{operation} users")),
+        Attribute::str(sc::DB_QUERY_TEXT, "SELECT * FROM users WHERE id = ?"),
+        Attribute::int(sc::DB_RESPONSE_RETURNED_ROWS, 1),
+        Attribute::str(sc::SERVER_ADDRESS, "10.0.0.9"),
+        Attribute::int(sc::SERVER_PORT, 5432),
+        Attribute::str(sc::NETWORK_PEER_ADDRESS, "10.0.0.9"),
+        Attribute::int(sc::NETWORK_PEER_PORT, 5432),
+        Attribute::int(sc::THREAD_ID, 7),
+    ];
+    if let Some(code) = error {
+        attributes.push(Attribute::str(sc::DB_RESPONSE_STATUS_CODE, code));
+        attributes.push(Attribute::str(sc::ERROR_TYPE, code));
+    }
+    span(SpanKind::Client, service, attributes, dur_ns)
+}
+
+#[test]
+fn db_spans_go_to_the_db_metric_only() {
+    let mut red = Red::new(RedConfig::default(), START);
+    // 3 ms: le=0.005; exactly 10 ms: le=0.01 (inclusive); 20 s: +Inf.
+    red.record(&db("shop", "SELECT", None, 3_000_000));
+    red.record(&db("shop", "SELECT", None, 10_000_000));
+    red.record(&db("shop", "SELECT", None, 20_000_000_000));
+    let svc = &red.services["shop"];
+    assert!(svc.series[Instrument::HttpClient as usize].is_empty());
+    assert!(svc.series[Instrument::RpcClient as usize].is_empty());
+    let (key, s) = only(&red, "shop", Instrument::DbClient);
+    assert_eq!(
+        key,
+        &vec![
+            (sc::DB_SYSTEM_NAME, sv("postgresql")),
+            (sc::DB_NAMESPACE, sv("shop")),
+            (sc::DB_OPERATION_NAME, sv("SELECT")),
+            (sc::DB_COLLECTION_NAME, sv("users")),
+            (sc::SERVER_ADDRESS, sv("10.0.0.9")),
+            (sc::SERVER_PORT, Val::Int(5432)),
+        ]
+    );
+    assert_eq!(s.count, 3);
+    let mut want = [0u64; 10];
+    want[1] = 1; // 0.005
+    want[2] = 1; // 0.01
+    want[9] = 1; // +Inf
+    assert_eq!(&*s.buckets, &want);
+    assert!((s.sum - 20.013).abs() < 1e-9, "{}", s.sum);
+}
+
+#[test]
+fn db_errors_are_their_own_series() {
+    let mut red = Red::new(RedConfig::default(), START);
+    red.record(&db("shop", "SELECT", Some("42P01"), 1_000_000));
+    red.record(&db("shop", "SELECT", None, 1_000_000));
+    red.record(&db("shop", "INSERT", None, 1_000_000));
+    let series = &red.services["shop"].series[Instrument::DbClient as usize];
+    assert_eq!(series.len(), 3);
+    let failed: Vec<_> = series
+        .keys()
+        .filter(|k| get(k, sc::ERROR_TYPE).is_some())
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(
+        get(failed[0], sc::DB_RESPONSE_STATUS_CODE),
+        Some(&sv("42P01"))
+    );
+    assert_eq!(get(failed[0], sc::ERROR_TYPE), Some(&sv("42P01")));
+}
+
+#[test]
+fn db_redis_span_without_collection_or_namespace() {
+    let mut red = Red::new(RedConfig::default(), START);
+    red.record(&span(
+        SpanKind::Client,
+        "cache",
+        vec![
+            Attribute::str(sc::DB_SYSTEM_NAME, "redis"),
+            Attribute::str(sc::DB_OPERATION_NAME, "GET"),
+            Attribute::str(sc::DB_QUERY_TEXT, "GET ?"),
+            Attribute::str(sc::SERVER_ADDRESS, "10.0.0.3"),
+            Attribute::int(sc::SERVER_PORT, 6379),
+        ],
+        500_000,
+    ));
+    let (key, s) = only(&red, "cache", Instrument::DbClient);
+    assert_eq!(
+        key,
+        &vec![
+            (sc::DB_SYSTEM_NAME, sv("redis")),
+            (sc::DB_OPERATION_NAME, sv("GET")),
+            (sc::SERVER_ADDRESS, sv("10.0.0.3")),
+            (sc::SERVER_PORT, Val::Int(6379)),
+        ]
+    );
+    // 0.5 ms: the first bucket, le=0.001.
+    assert_eq!(s.buckets[0], 1);
+}
+
+#[test]
+fn db_prometheus_and_otlp() {
+    let mut red = Red::new(RedConfig::default(), START);
+    red.record(&db("shop", "SELECT", Some("42P01"), 2_000_000));
+    let mut text = String::new();
+    red.render_prometheus(&mut text);
+    let n = "db_client_operation_duration_seconds";
+    assert!(
+        text.contains(&format!(
+            "# HELP {n} Duration of database client operations.\n# TYPE {n} histogram\n"
+        )),
+        "{text}"
+    );
+    let l = "service_name=\"shop\",db_system_name=\"postgresql\",db_namespace=\"shop\",\
+             db_operation_name=\"SELECT\",db_collection_name=\"users\",\
+             db_response_status_code=\"42P01\",error_type=\"42P01\",\
+             server_address=\"10.0.0.9\",server_port=\"5432\"";
+    for (le, c) in [("0.001", 0), ("0.005", 1), ("10", 1), ("+Inf", 1)] {
+        let want = format!("{n}_bucket{{{l},le=\"{le}\"}} {c}\n");
+        assert!(text.contains(&want), "{want}\n{text}");
+    }
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{n}_bucket{{")))
+            .count(),
+        DB_BOUNDS_S.len() + 1
+    );
+    assert!(text.contains(&format!("{n}_count{{{l}}} 1\n")));
+    // Neither the query text nor the summary becomes a label.
+    assert!(!text.contains("db_query"), "{text}");
+    assert!(!text.contains("http_client_request_duration"), "{text}");
+
+    let req = red.to_otlp("host", START + 10);
+    let metrics = &req.resource_metrics[0].scope_metrics[0].metrics;
+    assert_eq!(metrics.len(), 1);
+    assert_eq!(
+        (metrics[0].name.as_str(), metrics[0].unit.as_str()),
+        (DB_CLIENT_OPERATION_DURATION, "s")
+    );
+    let Some(metric::Data::Histogram(h)) = &metrics[0].data else {
+        panic!("histogram")
+    };
+    let p = &h.data_points[0];
+    assert_eq!(p.explicit_bounds, DB_BOUNDS_S.to_vec());
+    assert!(
+        p.attributes
+            .contains(&kv(sc::SERVER_PORT, any_value::Value::IntValue(5432)))
+    );
+    assert!(
+        p.attributes
+            .contains(&kv_str(sc::DB_RESPONSE_STATUS_CODE, "42P01"))
+    );
+}
+
+#[test]
+fn db_series_share_the_limit() {
+    let cfg = RedConfig {
+        max_series: 2,
+        ..RedConfig::default()
+    };
+    let mut red = Red::new(cfg, START);
+    red.record(&client("shop", "h1", 200, 1_000));
+    red.record(&db("shop", "SELECT", None, 1_000));
+    for op in ["INSERT", "UPDATE"] {
+        red.record(&db("shop", op, None, 1_000));
+    }
+    assert_eq!(red.overflowed(), 2);
+    let svc = &red.services["shop"];
+    assert_eq!(svc.series[Instrument::DbClient as usize].len(), 1);
+    assert_eq!(
+        svc.overflow[Instrument::DbClient as usize]
+            .as_ref()
+            .map(|s| s.count),
+        Some(2)
+    );
+    assert!(svc.overflow[Instrument::HttpClient as usize].is_none());
+    let mut text = String::new();
+    red.render_prometheus(&mut text);
+    assert!(
+        text.contains(
+            "db_client_operation_duration_seconds_count{service_name=\"shop\",otel_metric_overflow=\"true\"} 2\n"
+        ),
+        "{text}"
+    );
+}
