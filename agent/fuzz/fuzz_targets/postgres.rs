@@ -16,20 +16,19 @@ fuzz_target!(|input: &[u8]| {
     let _ = postgres::looks_like_client_messages(input);
 
     for make in [PostgresParser::new, PostgresParser::joined] {
-        // Whole and split must agree.
-        let (whole, pieces) = (make(), make());
+        // Whole and split must agree, up to the first Lost: after it the parser resumes at a
+        // write that starts like a message, and where writes begin is what splitting changes.
+        let (mut whole, mut pieces) = (make(), make());
         let mut a = Vec::new();
         let mut b = Vec::new();
-        let mut whole = whole;
-        let mut pieces = pieces;
         whole.client(input, 0, &mut a);
         pieces.client(&input[..split], 0, &mut b);
         pieces.client(&input[split..], 0, &mut b);
-        assert_eq!(a, b);
+        agree(&a, &b);
         whole.server(input, 0, &mut a);
         pieces.server(&input[..split], 0, &mut b);
         pieces.server(&input[split..], 0, &mut b);
-        assert_eq!(a, b);
+        agree(&a, &b);
         check(&whole, &a);
 
         // As a recorded conversation (C/S records), with gaps.
@@ -49,6 +48,13 @@ fuzz_target!(|input: &[u8]| {
         }
     }
 });
+
+fn agree(whole: &[DbEvent], pieces: &[DbEvent]) {
+    match whole.iter().position(|e| *e == DbEvent::Lost) {
+        Some(lost) => assert_eq!(whole.get(..=lost), pieces.get(..=lost)),
+        None => assert_eq!(whole, pieces),
+    }
+}
 
 fn check(p: &PostgresParser, events: &[DbEvent]) {
     assert!(p.buffered() <= MAX_BUFFERED);

@@ -205,7 +205,9 @@ impl Framer {
                     } else {
                         (0, u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]))
                     };
-                    if !(4..=MAX_MESSAGE).contains(&len) {
+                    // A zero type byte is no message of either side: the untyped startup
+                    // messages are read as type 0, so it must not pass for one.
+                    if !(4..=MAX_MESSAGE).contains(&len) || (self.typed && typ == 0) {
                         self.state = FrameState::Lost;
                         *data = &[];
                         return None;
@@ -651,6 +653,10 @@ impl DbParser for PostgresParser {
         }
         while let Some(frame) = self.client.next(&mut data) {
             self.on_client(frame, out);
+            if self.phase == Phase::Encrypted {
+                // The rest of the write is ciphertext, or follows a cancel request.
+                return;
+            }
         }
         if let Some(frame) = self.client.skip(gap) {
             self.on_client(frame, out);

@@ -373,3 +373,19 @@ fn detection() {
         );
     }
 }
+
+/// Found by the fuzzer: a typed message of type 0 was taken for a cancel request, which ends the
+/// parsing of the connection, but only from the next write on.
+#[test]
+fn a_zero_type_byte_is_lost_framing_whole_or_split() {
+    let input = include_bytes!("../fixtures/postgres/fuzz_split_lost.bin");
+    let split = usize::from(input[0]) * input.len() / 256;
+    for make in [PostgresParser::new, PostgresParser::joined] {
+        let (mut whole, mut pieces) = (make(), make());
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        whole.client(input, 0, &mut a);
+        pieces.client(&input[..split], 0, &mut b);
+        pieces.client(&input[split..], 0, &mut b);
+        assert_eq!(a, b);
+    }
+}
