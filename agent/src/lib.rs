@@ -9,6 +9,8 @@ pub mod config;
 #[cfg(feature = "runtime")]
 pub mod export;
 #[cfg(feature = "runtime")]
+pub mod install;
+#[cfg(feature = "runtime")]
 pub mod pipeline;
 pub mod protocol;
 #[cfg(feature = "runtime")]

@@ -41,6 +41,19 @@ enum Command {
     /// Print the configuration in effect (flags > environment > --config file > defaults) as
     /// YAML, which `--config` accepts back; exits non-zero if it is not valid.
     Config(RunArgs),
+    /// Install this binary, the hardened systemd unit and /etc/tracewire/config.yaml (kept if
+    /// present), then enable and start the service. Run once, as root.
+    InstallSystemd(InstallArgs),
+}
+
+#[derive(Args, Debug)]
+struct InstallArgs {
+    /// Install under this directory instead of / (and start nothing): for images and packages.
+    #[arg(long, default_value = "/")]
+    root: PathBuf,
+    /// Install the files but do not enable or start the service.
+    #[arg(long)]
+    no_start: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -287,6 +300,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let (command, args) = match cli.command {
+        Some(Command::InstallSystemd(args)) => return install_systemd(&args),
         Some(Command::Check(args)) => ("check", args),
         Some(Command::Config(args)) => ("config", args),
         Some(Command::Run(args)) => ("run", args),
@@ -306,6 +320,21 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("tracewire: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn install_systemd(args: &InstallArgs) -> ExitCode {
+    match tracewire::install::install(&args.root, !args.no_start) {
+        Ok(done) => {
+            for line in done.lines {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("tracewire: {:#}", anyhow::Error::new(err));
             ExitCode::FAILURE
         }
     }

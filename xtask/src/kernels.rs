@@ -582,7 +582,7 @@ fn set_executable(path: &Path) -> Result<()> {
 }
 
 /// Absolute paths of the shared libraries `ldd` lists for `binary`.
-fn libraries(binary: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn libraries(binary: &Path) -> Result<Vec<PathBuf>> {
     let out = Command::new("ldd")
         .arg(binary)
         .output()

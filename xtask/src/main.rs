@@ -2,6 +2,7 @@
 //! nothing but `cargo xtask run` or `cargo xtask test`.
 mod bench;
 mod bench_apps;
+mod image;
 mod kernels;
 mod setup;
 
@@ -65,6 +66,9 @@ enum Task {
         #[arg(long)]
         update_readme: bool,
     },
+    /// Build the container image (deploy/container/Containerfile) from the release binary,
+    /// offline, with buildah, podman or docker: `localhost/tracewire:VERSION`.
+    Image,
     /// Set up with every test peer, build once, run unit tests, bounded fuzzing, end-to-end
     /// tests against the real agent, the kernel matrix (5.10, 6.1, 6.12 under qemu), and lints.
     Test {
@@ -221,6 +225,7 @@ fn test(fuzz_secs: Option<u64>, no_lint: bool) -> Result<()> {
         "an end-to-end test failed: its output above shows the agent's log and what the receiver got",
     )?;
     kernels::kernels(&kernels::Options::default())?;
+    image::check()?;
     if !no_lint {
         run(
             cargo().args(["fmt", "--all", "--", "--check"]),
@@ -288,6 +293,11 @@ fn main() -> Result<()> {
             })
         }
         Task::Test { fuzz_secs, no_lint } => test(fuzz_secs, no_lint),
+        Task::Image => {
+            setup::setup(false)?;
+            build(true)?;
+            image::image()
+        }
         Task::Bench { quick } => {
             setup::setup(true)?;
             build(true)?;

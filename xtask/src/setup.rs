@@ -164,6 +164,11 @@ fn apt(test_peers: bool) -> Result<()> {
             ("mariadb", "mariadb-client"),
             ("redis-server", "redis-server"),
             ("redis-cli", "redis-tools"),
+            // The deploy tests: the unit's checker, and the system calls the agent makes.
+            ("systemd-analyze", "systemd"),
+            ("strace", "strace"),
+            // `cargo xtask image`, which the test run builds once.
+            ("buildah", "buildah"),
         ] {
             if needs(cmd) && !wanted.contains(&pkg) {
                 wanted.push(pkg);
@@ -238,12 +243,14 @@ fn cargo_fuzz() -> Result<()> {
 /// The Python peers' packages, in a virtualenv kept at a stable place (pinned versions; nothing
 /// installed system-wide): the official OpenTelemetry Python SDK for the interop tests, and
 /// grpcio for the gRPC tests.
-pub const OTEL_SDK_PACKAGES: [&str; 4] = [
+pub const OTEL_SDK_PACKAGES: [&str; 5] = [
     "opentelemetry-sdk==1.45.2",
     "opentelemetry-exporter-otlp-proto-http==1.45.2",
     "grpcio==1.76.0",
     // The official Prometheus client's text-format parser reads the agent's /metrics in tests.
     "prometheus-client==0.26.0",
+    // The Kubernetes OpenAPI schemas, offline: the deploy tests validate deploy/kubernetes.
+    "kubernetes-validate==1.37.0",
 ];
 
 pub fn otel_sdk_venv() -> PathBuf {
@@ -261,7 +268,7 @@ fn otel_sdk() -> Result<()> {
         output(Command::new(&python).args([
             "-c",
             "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http, grpc, \
-             prometheus_client.parser",
+             prometheus_client.parser, kubernetes_validate",
         ]))
         .is_some()
     };

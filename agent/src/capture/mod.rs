@@ -5,6 +5,7 @@
 //! (>= 5.4 with CONFIG_DEBUG_INFO_BTF), bpf_probe_read_{user,kernel} (>= 5.5),
 //! bpf_get_current_cgroup_id (>= 4.18). No kprobes, no fentry.
 pub mod check;
+pub mod container;
 pub mod event;
 pub mod inject;
 pub mod offsets;

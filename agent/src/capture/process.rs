@@ -3,6 +3,7 @@
 //! name the kernel recorded.
 use std::{collections::HashMap, path::Path, sync::Arc};
 
+use super::container::ContainerInfo;
 use crate::span::context::Threading;
 
 /// Go binaries carry a `.go.buildinfo` section; their goroutines move between OS threads. Only
@@ -35,6 +36,8 @@ pub struct ProcessInfo {
     pub command_line: Option<String>,
     /// How the runtime maps requests to threads, for in-process parent links.
     pub threading: Threading,
+    /// `container.id` and `k8s.pod.uid`, from the process's cgroup.
+    pub container: ContainerInfo,
 }
 
 impl ProcessInfo {
@@ -48,6 +51,7 @@ impl ProcessInfo {
             executable_path: None,
             command_line: None,
             threading: crate::span::context::Threading::PerThread,
+            container: ContainerInfo::default(),
         })
     }
 }
@@ -130,6 +134,9 @@ fn load(pid: u32, comm: &str, with_command_line: bool) -> ProcessInfo {
     } else {
         None
     };
+    let container = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .map(|text| super::container::of_proc_cgroup(&text))
+        .unwrap_or_default();
     ProcessInfo {
         pid,
         service_name: env_service.unwrap_or_else(|| executable_name.clone()),
@@ -137,6 +144,7 @@ fn load(pid: u32, comm: &str, with_command_line: bool) -> ProcessInfo {
         executable_path: exe.map(|p| p.to_string_lossy().into_owned()),
         command_line,
         threading,
+        container,
     }
 }
 

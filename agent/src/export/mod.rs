@@ -3,6 +3,7 @@ pub mod metrics;
 pub mod otlp;
 pub mod otlp_metrics;
 pub mod red;
+pub mod resource;
 pub mod stdout;
 pub mod tls;
 

@@ -85,6 +85,8 @@ pub struct OtlpSink {
     exporter: opentelemetry_otlp::SpanExporter,
     scope: InstrumentationScope,
     host_name: String,
+    /// The agent's `OTEL_RESOURCE_ATTRIBUTES` (node-level attributes).
+    node_attributes: Vec<(String, String)>,
     resources: HashMap<(u32, String), Resource>,
 }
 
@@ -122,6 +124,7 @@ impl OtlpSink {
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
             host_name,
+            node_attributes: super::resource::from_env(),
             resources: HashMap::new(),
         })
     }
@@ -135,7 +138,7 @@ impl OtlpSink {
         if self.resources.len() >= MAX_RESOURCES {
             self.resources.clear();
         }
-        let r = resource_of(span, &self.host_name);
+        let r = resource_of(span, &self.host_name, &self.node_attributes);
         self.resources.insert(key, r.clone());
         r
     }
@@ -175,13 +178,17 @@ impl OtlpSink {
     }
 }
 
-fn resource_of(span: &Span, host_name: &str) -> Resource {
+fn resource_of(span: &Span, host_name: &str, node: &[(String, String)]) -> Resource {
     let p = &span.process;
+    let node_host = node.iter().find(|(k, _)| k == sc::HOST_NAME);
     let mut attrs = vec![
         KeyValue::new(sc::SERVICE_NAME, p.service_name.clone()),
         KeyValue::new(sc::PROCESS_PID, i64::from(p.pid)),
         KeyValue::new(sc::PROCESS_EXECUTABLE_NAME, p.executable_name.clone()),
-        KeyValue::new(sc::HOST_NAME, host_name.to_string()),
+        KeyValue::new(
+            sc::HOST_NAME,
+            node_host.map_or_else(|| host_name.to_string(), |(_, v)| v.clone()),
+        ),
         KeyValue::new(sc::TELEMETRY_SDK_NAME, "tracewire"),
         KeyValue::new(sc::TELEMETRY_SDK_VERSION, env!("CARGO_PKG_VERSION")),
         KeyValue::new(sc::TELEMETRY_DISTRO_NAME, "tracewire"),
@@ -192,6 +199,15 @@ fn resource_of(span: &Span, host_name: &str) -> Resource {
     }
     if let Some(cmd) = &p.command_line {
         attrs.push(KeyValue::new(sc::PROCESS_COMMAND_LINE, cmd.clone()));
+    }
+    if let Some(id) = &p.container.container_id {
+        attrs.push(KeyValue::new(sc::CONTAINER_ID, id.clone()));
+    }
+    if let Some(uid) = &p.container.pod_uid {
+        attrs.push(KeyValue::new(sc::K8S_POD_UID, uid.clone()));
+    }
+    for (k, v) in node.iter().filter(|(k, _)| k != sc::HOST_NAME) {
+        attrs.push(KeyValue::new(k.clone(), v.clone()));
     }
     Resource::builder_empty().with_attributes(attrs).build()
 }
