@@ -109,22 +109,7 @@ fn system_user(name: &str) -> Result<(u32, u32)> {
 fn server_certificate(dir: &Path, logs: &Path) -> Result<(PathBuf, PathBuf)> {
     let cert = dir.join("server.crt");
     let key = dir.join("server.key");
-    let mut command = Command::new(require_tool("openssl")?);
-    command
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .args([
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        ]);
-    run_to_completion("openssl-req", &mut command, logs, CLIENT_WAIT)?;
+    crate::peers::self_signed_cert_at(&cert, &key, logs)?;
     Ok((cert, key))
 }
 

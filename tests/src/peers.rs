@@ -760,26 +760,32 @@ pub struct SelfSigned {
 }
 
 pub fn self_signed_cert(dir: &TempDir) -> Result<SelfSigned> {
-    let openssl = require_tool("openssl")?;
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
-    let mut command = Command::new(openssl);
+    self_signed_cert_at(&cert, &key, dir.path())?;
+    Ok(SelfSigned { cert, key })
+}
+
+/// Writes a self-signed certificate and its key to `cert` and `key`; openssl's output goes to
+/// `logs`.
+pub fn self_signed_cert_at(cert: &Path, key: &Path, logs: &Path) -> Result<()> {
+    let mut command = Command::new(require_tool("openssl")?);
     command
         .args([
             "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
         ])
         .arg("-keyout")
-        .arg(&key)
+        .arg(key)
         .arg("-out")
-        .arg(&cert)
+        .arg(cert)
         .args([
             "-subj",
             "/CN=localhost",
             "-addext",
             "subjectAltName=IP:127.0.0.1,DNS:localhost",
         ]);
-    run_to_completion("openssl-req", &mut command, dir.path(), CLIENT_WAIT)?;
-    Ok(SelfSigned { cert, key })
+    run_to_completion("openssl-req", &mut command, logs, CLIENT_WAIT)?;
+    Ok(())
 }
 
 /// `peers/https_server.py`: Python's `ssl` serving HTTP/1.1 over TLS.
@@ -1017,5 +1023,54 @@ pub fn test_pki(dir: &TempDir) -> Result<TestPki> {
         server_key: dir.join("server.key"),
         client_cert: dir.join("client.pem"),
         client_key: dir.join("client.key"),
+    })
+}
+
+/// `peers/fake_kube_api.py`: a Kubernetes API over plain HTTP on 127.0.0.1 serving one pod
+/// (uid `pod_uid`, `checkout-7d9f8b6c5-x2x4q` in `shop` on `node-7`, of the Deployment
+/// `checkout`), and a kubeconfig in `dir` naming it. Stopped (killed) on drop.
+pub struct FakeKubeApi {
+    pub guard: ChildGuard,
+    pub port: u16,
+    /// For `KUBECONFIG`: no TLS, no credentials.
+    pub kubeconfig: PathBuf,
+}
+
+impl FakeKubeApi {
+    /// The request lines it has logged (method, path and query).
+    pub fn requests(&self) -> Result<Vec<String>> {
+        Ok(self
+            .guard
+            .stderr_text()?
+            .lines()
+            .filter_map(|l| l.strip_prefix("fake-kube-api: "))
+            .map(str::to_string)
+            .collect())
+    }
+}
+
+pub fn fake_kube_api(dir: &TempDir, pod_uid: &str) -> Result<FakeKubeApi> {
+    let port = free_port()?;
+    let mut command = Command::new(python_interpreter()?);
+    command
+        .arg(crate::peers_dir().join("fake_kube_api.py"))
+        .args([port.to_string(), pod_uid.to_string()])
+        .env("PYTHONUNBUFFERED", "1");
+    let mut guard = ChildGuard::spawn("fake-kube-api", &mut command, dir.path(), Shutdown::Kill)?;
+    wait_for_port(port, &mut guard, LISTEN_WAIT)?;
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    \
+             server: http://127.0.0.1:{port}\ncontexts:\n- name: fake\n  context:\n    \
+             cluster: fake\n    user: nobody\ncurrent-context: fake\nusers:\n- name: nobody\n  \
+             user: {{}}\n"
+        ),
+    )?;
+    Ok(FakeKubeApi {
+        guard,
+        port,
+        kubeconfig,
     })
 }
