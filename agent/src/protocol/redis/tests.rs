@@ -1,7 +1,7 @@
 //! Real captures through the parser, whole and split anywhere, and hostile bytes.
 
 use super::*;
-use crate::protocol::db::replay;
+use crate::protocol::db::{DbQuery, DbReply, MAX_QUERY_TEXT, replay};
 
 /// A header line, a name and first argument, the deepest nesting: all a parser ever holds
 /// outside an inline command.
