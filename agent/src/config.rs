@@ -48,6 +48,18 @@ pub enum Exporter {
     Otlp,
 }
 
+/// Pod metadata from the Kubernetes API (`kubernetes:` in the file; no flag).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kubernetes {
+    /// Watch this node's pods when the API is reachable (in-cluster service account or
+    /// KUBECONFIG) and `K8S_NODE_NAME` is set; otherwise say why not, once, and go on.
+    #[default]
+    Auto,
+    /// Never call the API: resources carry `container.id` and `k8s.pod.uid` only.
+    Off,
+}
+
 /// The file. Every key is optional; absent keys fall back to the environment, then defaults.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -80,6 +92,8 @@ pub struct FileConfig {
     pub tls: Option<bool>,
     /// `OTEL_SEMCONV_STABILITY_OPT_IN`
     pub semconv_stability_opt_in: Option<String>,
+    /// `auto` (default) or `off`: pod names, namespaces and owners from the Kubernetes API.
+    pub kubernetes: Option<Kubernetes>,
     pub otlp: OtlpFile,
     pub sampling: SamplingFile,
     pub batch: BatchFile,
@@ -351,6 +365,7 @@ impl FileConfig {
         e.capture_query = Some(e.capture_query.unwrap_or(false));
         e.export_command_line = Some(e.export_command_line.unwrap_or(false));
         e.tls = Some(e.tls.unwrap_or(true));
+        e.kubernetes = Some(e.kubernetes.unwrap_or_default());
         e.semconv_stability_opt_in = var("OTEL_SEMCONV_STABILITY_OPT_IN");
         e.otlp = OtlpFile {
             endpoint: var("OTEL_EXPORTER_OTLP_ENDPOINT"),
@@ -533,6 +548,24 @@ mod tests {
         let section = &collector["processors"]["tail_sampling"];
         let tail: TailConfig = serde_norway::from_value(section.clone()).unwrap();
         crate::sampling::tail::TailSampler::new(tail).unwrap();
+    }
+
+    #[test]
+    fn kubernetes_is_auto_or_off() {
+        assert_eq!(
+            parse("kubernetes: off\n").unwrap().kubernetes,
+            Some(Kubernetes::Off)
+        );
+        assert_eq!(
+            parse("kubernetes: auto\n").unwrap().kubernetes,
+            Some(Kubernetes::Auto)
+        );
+        assert_eq!(
+            parse("\n").unwrap().effective().kubernetes,
+            Some(Kubernetes::Auto)
+        );
+        let e = parse("kubernetes: maybe\n").unwrap_err().to_string();
+        assert!(e.contains("auto") && e.contains("off"), "{e}");
     }
 
     #[test]

@@ -256,6 +256,7 @@ async fn run(c: FileConfig) -> anyhow::Result<()> {
         metrics_export,
         host_name: process::host_name(),
         export_command_line: c.export_command_line.unwrap_or(false),
+        kubernetes: c.kubernetes.unwrap_or_default(),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -287,9 +288,12 @@ fn main() -> ExitCode {
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::{Layer as _, filter::filter_fn, layer::SubscriberExt as _};
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        // The OTLP exporter warns once per failed batch: an outage would flood the log. The
-        // agent logs failures itself, rate-limited.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,opentelemetry=error"));
+        // The OTLP exporter warns once per failed batch, kube's client logs an error per failed
+        // request (every retry of the pod watch): an outage would flood the log. The agent
+        // logs both kinds of failure itself, once per outage or rate-limited.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,opentelemetry=error,kube_client=off")
+        });
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()

@@ -9,7 +9,8 @@ use std::{
 use tokio::sync::{mpsc, watch};
 
 use crate::{
-    capture::{Capture, CaptureConfig, CaptureError, process::ProcessCache},
+    capture::{Capture, CaptureConfig, CaptureError, kubernetes, process::ProcessCache},
+    config::Kubernetes,
     export::{
         self, BatchConfig, Sink,
         otlp_metrics::MetricsExportConfig,
@@ -47,6 +48,8 @@ pub struct Settings {
     /// `host.name` on the metrics' resources.
     pub host_name: String,
     pub export_command_line: bool,
+    /// Pod names, namespaces and owners from the Kubernetes API (`kubernetes:` in the file).
+    pub kubernetes: Kubernetes,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +69,7 @@ pub enum PipelineError {
 /// Runs the agent until `shutdown` flips to true.
 pub async fn run(
     settings: Settings,
-    sink: Sink,
+    mut sink: Sink,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), PipelineError> {
     let metrics = match settings.metrics_addr {
@@ -103,6 +106,27 @@ pub async fn run(
     };
 
     let tail = settings.tail.map(TailSampler::new).transpose()?;
+    // Only OTLP resources carry pod metadata: with stdout there is no one to tell. Started
+    // before the probes, so that the first list is usually in before the first span.
+    let pod_watch = match &mut sink {
+        Sink::Otlp(otlp) => match kubernetes::connect(settings.kubernetes).await {
+            Ok(watch) => {
+                tracing::info!(
+                    "kubernetes: watching the pods of node {} at {}: resources get k8s.pod.name, \
+                     k8s.namespace.name and the pod's owner",
+                    watch.node(),
+                    watch.url()
+                );
+                otlp.set_pods(watch.directory());
+                Some(tokio::spawn(watch.run(shutdown.clone())))
+            }
+            Err(why) => {
+                tracing::info!("{why}");
+                None
+            }
+        },
+        Sink::Stdout(_) => None,
+    };
     let capture = Capture::start(&settings.capture)?;
     TELEMETRY
         .ready
@@ -138,6 +162,9 @@ pub async fn run(
     let _ = exporter.await;
     if let Some(m) = metrics_exporter {
         let _ = m.await;
+    }
+    if let Some(w) = pod_watch {
+        let _ = w.await;
     }
     captured?;
     Ok(())

@@ -194,6 +194,8 @@ pub struct Telemetry {
     /// OTLP metric export requests that succeeded, and that failed.
     pub metric_exports: AtomicU64,
     pub metric_export_errors: AtomicU64,
+    /// Pods of this node known from the Kubernetes API (a gauge).
+    pub kubernetes_pods: AtomicU64,
     /// The tail sampler's last reported state, when one runs.
     tail: Mutex<Option<TailStats>>,
 }
@@ -249,6 +251,7 @@ impl Telemetry {
             queue_capacity: [ZERO; Queue::ALL.len()],
             metric_exports: AtomicU64::new(0),
             metric_export_errors: AtomicU64::new(0),
+            kubernetes_pods: AtomicU64::new(0),
             tail: Mutex::new(None),
         }
     }
@@ -436,6 +439,14 @@ impl Telemetry {
              programs are attached.\n# TYPE tracewire_injection_active gauge\n\
              tracewire_injection_active {}",
             u8::from(self.injection_active.load(Relaxed))
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tracewire_kubernetes_pods Pods of this node known from the Kubernetes API, \
+             whose names, namespaces and owners the resources carry.\n\
+             # TYPE tracewire_kubernetes_pods gauge\n\
+             tracewire_kubernetes_pods {}",
+            self.kubernetes_pods.load(Relaxed)
         );
         self.render_export(&mut out);
         self.render_tail(&mut out);
@@ -640,5 +651,6 @@ mod tests {
             assert!(text.contains(d.label()), "{} missing", d.label());
         }
         assert!(text.contains("tracewire_spans_exported_total 0"));
+        assert!(text.contains("tracewire_kubernetes_pods 0"));
     }
 }

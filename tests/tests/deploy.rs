@@ -6,12 +6,16 @@
 //! - the Kubernetes manifests validate against the Kubernetes OpenAPI schemas (offline, strict),
 //!   and the agent accepts the configuration its ConfigMap carries;
 //! - a process in a container's cgroup gets `container.id` and `k8s.pod.uid`, and the agent's
-//!   own `OTEL_RESOURCE_ATTRIBUTES` reach every resource.
+//!   own `OTEL_RESOURCE_ATTRIBUTES` reach every resource; without Kubernetes credentials the
+//!   agent says so in one line and exports all the same;
+//! - with a (fake) Kubernetes API in a kubeconfig, the process's resource names its pod,
+//!   namespace, node and Deployment.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use tracewire_tests::agent::Selection;
@@ -382,7 +386,7 @@ fn a_process_in_a_pods_container_cgroup_carries_its_ids() -> Result<()> {
         )],
         ..Selection::default()
     };
-    let _agent = AgentGuard::start_selecting(Export::Otlp(&receiver), &selection, dir.path())?;
+    let agent = AgentGuard::start_selecting(Export::Otlp(&receiver), &selection, dir.path())?;
     let run_ = peers::curl(&dir, &server.url("/ok.html"), &[])?;
     let served = receiver.wait_for(&SpanQuery::server(server.serving.pid, "/ok.html"))?;
     let made = receiver.wait_for(&SpanQuery::client(run_.process.pid, "/ok.html"))?;
@@ -411,7 +415,133 @@ fn a_process_in_a_pods_container_cgroup_carries_its_ids() -> Result<()> {
         made.resource_str("k8s.node.name") == Some("node-7"),
         "curl's resource lacks k8s.node.name"
     );
+    // No Kubernetes API here: one line says what is not enriched and why, and nothing else
+    // about it (the spans above were exported all the same).
+    if served.resource_str("k8s.pod.name").is_some() {
+        bail!("a pod name without an API: {:?}", served.resource);
+    }
+    let stderr = agent.stderr()?;
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("kubernetes:"))
+        .collect();
+    ensure!(
+        lines.len() == 1
+            && lines
+                .iter()
+                .all(|l| l.contains("container.id and k8s.pod.uid only")),
+        "without Kubernetes credentials the agent should log one line saying so, not {lines:?}"
+    );
     drop(server);
+    container.remove()?;
+    pod.remove()?;
+    cgroup.remove()?;
+    Ok(())
+}
+
+/// `tracewire_kubernetes_pods` reaches `want` within a few seconds.
+fn wait_for_pods(agent: &AgentGuard, want: f64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = agent.metrics()?;
+        let got = tracewire_tests::metrics::value(&text, "tracewire_kubernetes_pods", "");
+        if got == Some(want) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "tracewire_kubernetes_pods is {got:?}, not {want}, after 15 s\n{}",
+                agent.logs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_pods_process_gets_its_name_namespace_and_owner_from_the_kubernetes_api() -> Result<()> {
+    const ID: &str = "8e7d6c5b4a3928171605f4e3d2c1b0a95d3c2b1a09f8e7d6c5b4a3928171605f";
+    const UID: &str = "7c1e9a4d-2b3f-4c5d-8e6f-0a1b2c3d4e5f";
+    let dir = TempDir::new("kube-api")?;
+    let cgroup = CgroupGuard::create()?;
+    let pod = cgroup.child(&format!(
+        "kubepods-besteffort-pod{}.slice",
+        UID.replace('-', "_")
+    ))?;
+    let container = pod.child(&format!("cri-containerd-{ID}.scope"))?;
+
+    let api = peers::fake_kube_api(&dir, UID)?;
+    let receiver = OtlpReceiver::start(OtlpProtocol::Grpc)?;
+    let server = peers::python_http_server(&dir, "checkout")?;
+    container.add(server.serving.pid)?;
+    let selection = Selection {
+        ports: vec![server.port],
+        env: vec![
+            ("KUBECONFIG".into(), api.kubeconfig.display().to_string()),
+            ("K8S_NODE_NAME".into(), "node-7".into()),
+        ],
+        ..Selection::default()
+    };
+    let agent = AgentGuard::start_selecting(Export::Otlp(&receiver), &selection, dir.path())?;
+    wait_for_pods(&agent, 1.0)?;
+    let run_ = peers::curl(&dir, &server.url("/ok.html"), &[])?;
+    let served = receiver.wait_for(&SpanQuery::server(server.serving.pid, "/ok.html"))?;
+    let made = receiver.wait_for(&SpanQuery::client(run_.process.pid, "/ok.html"))?;
+
+    for (key, want) in [
+        ("k8s.pod.name", Some("checkout-7d9f8b6c5-x2x4q")),
+        ("k8s.namespace.name", Some("shop")),
+        ("k8s.node.name", Some("node-7")),
+        ("k8s.deployment.name", Some("checkout")),
+        ("k8s.replicaset.name", Some("checkout-7d9f8b6c5")),
+        ("k8s.statefulset.name", None),
+        ("container.id", Some(ID)),
+        ("k8s.pod.uid", Some(UID)),
+        ("service.name", Some("checkout")),
+    ] {
+        ensure!(
+            served.resource_str(key) == want,
+            "the server's resource has {key}={:?}, not {want:?}: {:?}\n{}",
+            served.resource_str(key),
+            served.resource,
+            agent.logs()
+        );
+    }
+    // curl is in no pod: nothing from the API.
+    if made.resource_str("k8s.pod.name").is_some() || made.resource_str("k8s.pod.uid").is_some() {
+        bail!("curl, in no pod, got pod metadata: {:?}", made.resource);
+    }
+    // One list and a watch, both of this node's pods only.
+    let requests = api.requests()?;
+    let of_node = |r: &&String| r.contains("fieldSelector=spec.nodeName%3Dnode-7");
+    ensure!(
+        requests
+            .iter()
+            .filter(of_node)
+            .any(|r| !r.contains("watch=")),
+        "no list of node-7's pods: {requests:?}"
+    );
+    ensure!(
+        requests
+            .iter()
+            .filter(of_node)
+            .any(|r| r.contains("watch=true")),
+        "no watch of node-7's pods: {requests:?}"
+    );
+    ensure!(
+        requests.iter().all(|r| of_node(&r)),
+        "a request not scoped to node-7: {requests:?}"
+    );
+    ensure!(
+        agent
+            .stderr()?
+            .contains("kubernetes: watching the pods of node node-7"),
+        "the agent does not say it watches node-7's pods\n{}",
+        agent.logs()
+    );
+    drop(agent);
+    drop(server);
+    drop(api);
     container.remove()?;
     pod.remove()?;
     cgroup.remove()?;

@@ -125,6 +125,36 @@ fn lockdown() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// Whether the agent can name pods: credentials found by config inference, and the node name.
+/// Never fatal: without them spans carry `container.id` and `k8s.pod.uid` only.
+fn kubernetes_metadata() -> Result<String, String> {
+    use super::kubernetes::{NODE_NAME_VAR, node_name};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime to look for credentials: {e}"))?;
+    let credentials = runtime.block_on(kube::Config::infer());
+    match (credentials, node_name()) {
+        (Ok(config), Some(node)) => Ok(format!(
+            "credentials for {} found, {NODE_NAME_VAR}={node}: resources get pod names, \
+             namespaces and owners (the API itself is not called here)",
+            config.cluster_url
+        )),
+        (Ok(config), None) => Err(format!(
+            "credentials for {} found, but {NODE_NAME_VAR} is not set (set it from \
+             spec.nodeName with the downward API): resources carry container.id and \
+             k8s.pod.uid only",
+            config.cluster_url
+        )),
+        (Err(e), node) => Err(format!(
+            "no in-cluster credentials or KUBECONFIG ({}), {NODE_NAME_VAR} {}: resources carry \
+             container.id and k8s.pod.uid only",
+            chain(&e),
+            node.map_or_else(|| "not set".to_string(), |n| format!("= {n}"))
+        )),
+    }
+}
+
 /// Runs every check. The last one really loads and attaches the agent's programs.
 pub fn run(capture: &CaptureConfig) -> Vec<Finding> {
     let mut out = vec![
@@ -194,6 +224,7 @@ pub fn run(capture: &CaptureConfig) -> Vec<Finding> {
         false,
         super::check_tls(capture).map_err(|e| chain(&e)),
     ));
+    out.push(finding("kubernetes metadata", false, kubernetes_metadata()));
     out.push(finding(
         "agent programs",
         true,

@@ -8,6 +8,7 @@ pub mod check;
 pub mod container;
 pub mod event;
 pub mod inject;
+pub mod kubernetes;
 pub mod offsets;
 pub mod process;
 pub mod select;

@@ -26,7 +26,10 @@ use opentelemetry_sdk::{
 };
 
 use super::tls::{TlsError, TlsFiles};
-use crate::span::{AttrValue, Span, SpanKind, Status, semconv as sc};
+use crate::{
+    capture::kubernetes::{PodDirectory, PodMeta},
+    span::{AttrValue, Span, SpanKind, Status, semconv as sc},
+};
 
 /// Which OTLP transport, from `OTEL_EXPORTER_OTLP_PROTOCOL` (or its traces-specific variant).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,7 +90,11 @@ pub struct OtlpSink {
     host_name: String,
     /// The agent's `OTEL_RESOURCE_ATTRIBUTES` (node-level attributes).
     node_attributes: Vec<(String, String)>,
-    resources: HashMap<(u32, String), Resource>,
+    /// Pods of this node from the Kubernetes API, when the agent watches them.
+    pods: Option<PodDirectory>,
+    /// By pid, service name and whether the pod's metadata was known: a resource built before
+    /// the watch named the pod is not kept once it has.
+    resources: HashMap<(u32, String, bool), Resource>,
 }
 
 const MAX_RESOURCES: usize = 4096;
@@ -125,20 +132,31 @@ impl OtlpSink {
                 .build(),
             host_name,
             node_attributes: super::resource::from_env(),
+            pods: None,
             resources: HashMap::new(),
         })
     }
 
+    /// Adds the pod's name, namespace and owners to the resources of processes in known pods.
+    pub fn set_pods(&mut self, pods: PodDirectory) {
+        self.pods = Some(pods);
+        self.resources.clear();
+    }
+
     fn resource(&mut self, span: &Span) -> Resource {
         let p = &span.process;
-        let key = (p.pid, p.service_name.clone());
+        let pod = match (&self.pods, &p.container.pod_uid) {
+            (Some(pods), Some(uid)) => pods.get(uid),
+            _ => None,
+        };
+        let key = (p.pid, p.service_name.clone(), pod.is_some());
         if let Some(r) = self.resources.get(&key) {
             return r.clone();
         }
         if self.resources.len() >= MAX_RESOURCES {
             self.resources.clear();
         }
-        let r = resource_of(span, &self.host_name, &self.node_attributes);
+        let r = resource_of(span, &self.host_name, &self.node_attributes, pod.as_deref());
         self.resources.insert(key, r.clone());
         r
     }
@@ -178,7 +196,12 @@ impl OtlpSink {
     }
 }
 
-fn resource_of(span: &Span, host_name: &str, node: &[(String, String)]) -> Resource {
+fn resource_of(
+    span: &Span,
+    host_name: &str,
+    node: &[(String, String)],
+    pod: Option<&PodMeta>,
+) -> Resource {
     let p = &span.process;
     let node_host = node.iter().find(|(k, _)| k == sc::HOST_NAME);
     let mut attrs = vec![
@@ -205,6 +228,13 @@ fn resource_of(span: &Span, host_name: &str, node: &[(String, String)]) -> Resou
     }
     if let Some(uid) = &p.container.pod_uid {
         attrs.push(KeyValue::new(sc::K8S_POD_UID, uid.clone()));
+    }
+    // The operator's own OTEL_RESOURCE_ATTRIBUTES win over the API's (k8s.node.name is in both
+    // with the DaemonSet as shipped, with the same value).
+    for (k, v) in pod.map(PodMeta::attributes).unwrap_or_default() {
+        if !node.iter().any(|(n, _)| n == k) {
+            attrs.push(KeyValue::new(k, v));
+        }
     }
     for (k, v) in node.iter().filter(|(k, _)| k != sc::HOST_NAME) {
         attrs.push(KeyValue::new(k.clone(), v.clone()));
