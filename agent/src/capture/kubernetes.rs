@@ -16,7 +16,14 @@ use std::{
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::{config::Kubernetes as Mode, telemetry::TELEMETRY};
+use crate::{
+    config::Kubernetes as Mode,
+    span::semconv::{
+        K8S_CRONJOB_NAME, K8S_DAEMONSET_NAME, K8S_DEPLOYMENT_NAME, K8S_JOB_NAME,
+        K8S_NAMESPACE_NAME, K8S_NODE_NAME, K8S_POD_NAME, K8S_REPLICASET_NAME, K8S_STATEFULSET_NAME,
+    },
+    telemetry::TELEMETRY,
+};
 
 /// Pods kept at most: a node runs ~110 (the kubelet's default); this bounds a misbehaving API
 /// or field selector. Pods past it are not enriched, and that is logged.
@@ -24,16 +31,6 @@ pub const MAX_PODS: usize = 10_000;
 
 /// The variable the DaemonSet sets from `spec.nodeName` (downward API).
 pub const NODE_NAME_VAR: &str = "K8S_NODE_NAME";
-
-pub const K8S_POD_NAME: &str = "k8s.pod.name";
-pub const K8S_NAMESPACE_NAME: &str = "k8s.namespace.name";
-pub const K8S_NODE_NAME: &str = "k8s.node.name";
-pub const K8S_DEPLOYMENT_NAME: &str = "k8s.deployment.name";
-pub const K8S_REPLICASET_NAME: &str = "k8s.replicaset.name";
-pub const K8S_STATEFULSET_NAME: &str = "k8s.statefulset.name";
-pub const K8S_DAEMONSET_NAME: &str = "k8s.daemonset.name";
-pub const K8S_JOB_NAME: &str = "k8s.job.name";
-pub const K8S_CRONJOB_NAME: &str = "k8s.cronjob.name";
 
 /// What a resource says about its pod.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
