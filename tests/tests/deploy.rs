@@ -362,18 +362,48 @@ fn kubernetes_manifests_validate_against_the_schemas() -> Result<()> {
     Ok(())
 }
 
+/// A pod's and a container's cgroups as the kubelet's systemd driver and containerd name them
+/// (`kubepods-besteffort-pod<uid>.slice/cri-containerd-<id>.scope`), under this test's own
+/// cgroup.
+struct PodCgroups {
+    container: CgroupGuard,
+    pod: CgroupGuard,
+    root: CgroupGuard,
+}
+
+impl PodCgroups {
+    fn create(pod_uid: &str, container_id: &str) -> Result<Self> {
+        let root = CgroupGuard::create()?;
+        let pod = root.child(&format!(
+            "kubepods-besteffort-pod{}.slice",
+            pod_uid.replace('-', "_")
+        ))?;
+        let container = pod.child(&format!("cri-containerd-{container_id}.scope"))?;
+        Ok(Self {
+            container,
+            pod,
+            root,
+        })
+    }
+
+    fn add(&self, pid: u32) -> Result<()> {
+        self.container.add(pid)
+    }
+
+    /// Removes the three, innermost first (their processes must have ended).
+    fn remove(self) -> Result<()> {
+        self.container.remove()?;
+        self.pod.remove()?;
+        self.root.remove()
+    }
+}
+
 #[test]
 fn a_process_in_a_pods_container_cgroup_carries_its_ids() -> Result<()> {
     const ID: &str = "5d3c2b1a09f8e7d6c5b4a3928171605f4e3d2c1b0a9f8e7d6c5b4a3928171605";
     const UID: &str = "0b6ac3f2-51d4-4e6b-8f0e-2c7d9a1b3e45";
     let dir = TempDir::new("container-ids")?;
-    // The systemd driver's names, under this test's own cgroup.
-    let cgroup = CgroupGuard::create()?;
-    let pod = cgroup.child(&format!(
-        "kubepods-besteffort-pod{}.slice",
-        UID.replace('-', "_")
-    ))?;
-    let container = pod.child(&format!("cri-containerd-{ID}.scope"))?;
+    let container = PodCgroups::create(UID, ID)?;
 
     let receiver = OtlpReceiver::start(OtlpProtocol::Grpc)?;
     let server = peers::python_http_server(&dir, "in-a-pod")?;
@@ -434,8 +464,6 @@ fn a_process_in_a_pods_container_cgroup_carries_its_ids() -> Result<()> {
     );
     drop(server);
     container.remove()?;
-    pod.remove()?;
-    cgroup.remove()?;
     Ok(())
 }
 
@@ -463,12 +491,7 @@ fn a_pods_process_gets_its_name_namespace_and_owner_from_the_kubernetes_api() ->
     const ID: &str = "8e7d6c5b4a3928171605f4e3d2c1b0a95d3c2b1a09f8e7d6c5b4a3928171605f";
     const UID: &str = "7c1e9a4d-2b3f-4c5d-8e6f-0a1b2c3d4e5f";
     let dir = TempDir::new("kube-api")?;
-    let cgroup = CgroupGuard::create()?;
-    let pod = cgroup.child(&format!(
-        "kubepods-besteffort-pod{}.slice",
-        UID.replace('-', "_")
-    ))?;
-    let container = pod.child(&format!("cri-containerd-{ID}.scope"))?;
+    let container = PodCgroups::create(UID, ID)?;
 
     let api = peers::fake_kube_api(&dir, UID)?;
     let receiver = OtlpReceiver::start(OtlpProtocol::Grpc)?;
@@ -543,7 +566,5 @@ fn a_pods_process_gets_its_name_namespace_and_owner_from_the_kubernetes_api() ->
     drop(server);
     drop(api);
     container.remove()?;
-    pod.remove()?;
-    cgroup.remove()?;
     Ok(())
 }
