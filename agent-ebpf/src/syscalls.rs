@@ -10,7 +10,7 @@ use agent_common::{
     SELECT_PORT, SOCK_TLS, SockInfo, TraceCtx,
 };
 use aya_ebpf::{
-    EbpfContext as _,
+    EbpfContext,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_user, generated,
@@ -88,7 +88,7 @@ fn header(kind: EventKind, pid_tgid: u64, fd: u32, sock: u64) -> EventHeader {
 
 /// Is the current process one the operator selected (`--pid`, `--exe`, `--cgroup`)?
 #[inline(always)]
-fn process_selected(cfg: &ProbeConfig, tgid: u32) -> bool {
+pub fn process_selected(cfg: &ProbeConfig, tgid: u32) -> bool {
     let by_process = cfg.select & (SELECT_PID | SELECT_CGROUP);
     if by_process == 0 {
         return true;
@@ -399,7 +399,7 @@ fn submit_plaintext(cfg: &ProbeConfig, mut head: EventHeader, buf: u64, moved: u
 }
 
 #[inline(always)]
-fn is_agent(cfg: &ProbeConfig, pid_tgid: u64) -> bool {
+pub fn is_agent(cfg: &ProbeConfig, pid_tgid: u64) -> bool {
     (pid_tgid >> 32) as u32 == cfg.agent_tgid
 }
 
@@ -411,33 +411,57 @@ fn enter_data(ctx: &TracePointContext, kind: u32, direction: Direction) -> u32 {
     if is_agent(cfg, pid_tgid) {
         return 0;
     }
-    let fd = arg(ctx, 0) as u32;
-    let Some(sk) = traced_sock(cfg, pid_tgid, fd) else {
-        return 0;
-    };
     let (ptr, len) = match kind {
         KIND_NOCOPY => (0, 0),
         _ => (arg(ctx, 1), arg(ctx, 2)),
     };
+    // SAFETY: helper without preconditions.
+    let start_ns = unsafe { bpf_ktime_get_ns() };
+    if let Some(call) = begin(
+        cfg,
+        pid_tgid,
+        arg(ctx, 0) as u32,
+        kind,
+        direction,
+        ptr,
+        len,
+        start_ns,
+    ) {
+        let _ = IN_FLIGHT.insert(&pid_tgid, &call, 0);
+    }
+    0
+}
+
+/// A read/write-family call on `fd`, if its socket is traced: what its exit needs.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn begin(
+    cfg: &ProbeConfig,
+    pid_tgid: u64,
+    fd: u32,
+    kind: u32,
+    direction: Direction,
+    ptr: u64,
+    len: u64,
+    start_ns: u64,
+) -> Option<InFlight> {
+    let sk = traced_sock(cfg, pid_tgid, fd)?;
     let first_len = if cfg.inject != 0 && direction == Direction::Egress && inject::in_scope() {
         first_buffer_len(kind, ptr, len)
     } else {
         0
     };
-    let call = InFlight {
+    Some(InFlight {
         fd,
         kind,
         ptr,
         len,
-        // SAFETY: helper without preconditions.
-        start_ns: unsafe { bpf_ktime_get_ns() },
+        start_ns,
         sock: sk,
         direction: direction as u8,
         _pad: [0; 7],
         first_len,
-    };
-    let _ = IN_FLIGHT.insert(&pid_tgid, &call, 0);
-    0
+    })
 }
 
 /// Length of the first buffer a write passes: its buffer, or its first iovec.
@@ -558,17 +582,30 @@ pub fn tw_exit_data(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let _ = IN_FLIGHT.remove(&pid_tgid);
-    let moved = ret(&ctx);
-    let cfg = config();
+    finish::<_, true>(&ctx, config(), pid_tgid, &call, ret(&ctx));
+    0
+}
+
+/// The end of a read/write-family `call` that moved `moved` bytes (or failed): its Data
+/// record. `STAGED`: hand the record to the injection context stage (a tail call between
+/// tracepoint programs; the fexit path never injects, see `fexit`).
+#[inline(always)]
+pub fn finish<C: EbpfContext, const STAGED: bool>(
+    ctx: &C,
+    cfg: &ProbeConfig,
+    pid_tgid: u64,
+    call: &InFlight,
+    moved: i64,
+) {
     if moved <= 0 {
         if cfg.inject != 0 {
             // A failed write may still have run sk_msg; its ids must not stick to the next one.
             let _ = INJECTED.remove(&pid_tgid);
         }
-        return 0;
+        return;
     }
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-        return 0;
+        return;
     };
     // SAFETY: the per-CPU scratch slot is ours for this program run.
     let scratch = unsafe { &mut *scratch };
@@ -603,7 +640,7 @@ pub fn tw_exit_data(ctx: TracePointContext) -> u32 {
     };
     let captured = captured & (2 * MAX_CAPTURE as u64 - 1);
     if captured > MAX_CAPTURE as u64 || captured > moved {
-        return 0;
+        return;
     }
     if captured < moved {
         count(KernelCounter::Truncated);
@@ -623,7 +660,7 @@ pub fn tw_exit_data(ctx: TracePointContext) -> u32 {
             if let Some(sk) = tls_sock(cfg, pid_tgid, call.fd) {
                 emit_now(cfg, header(EventKind::TlsBind, pid_tgid, call.fd, sk));
             }
-            return 0;
+            return;
         }
     }
     let mut head = header(EventKind::Data, pid_tgid, call.fd, call.sock);
@@ -631,32 +668,31 @@ pub fn tw_exit_data(ctx: TracePointContext) -> u32 {
     head.start_ns = call.start_ns;
     head.end_ns = end_ns;
     stage(scratch, head, moved, captured);
-    if cfg.inject != 0 {
+    if STAGED && cfg.inject != 0 {
         // The context stage decides the record's trace context and sends it; it only returns
         // here if the tail call failed.
         // SAFETY: the slot holds a program of this type, loaded by user space.
-        unsafe { STAGES.tail_call(&ctx, 0) };
+        unsafe { STAGES.tail_call(ctx, 0) };
     }
     if submit_staged(cfg, scratch) {
         count(KernelCounter::DataEvents);
     }
-    0
 }
 
 /// accept/accept4 exit: the returned fd is the server side of a new connection.
 #[tracepoint]
 pub fn tw_exit_accept(ctx: TracePointContext) -> u32 {
-    let cfg = config();
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if is_agent(cfg, pid_tgid) {
-        return 0;
-    }
-    let fd = ret(&ctx);
-    if fd < 0 || !process_selected(cfg, (pid_tgid >> 32) as u32) {
-        return 0;
+    accepted(config(), bpf_get_current_pid_tgid(), ret(&ctx));
+    0
+}
+
+/// An accept that returned `fd` (or an error).
+#[inline(always)]
+pub fn accepted(cfg: &ProbeConfig, pid_tgid: u64, fd: i64) {
+    if fd < 0 || is_agent(cfg, pid_tgid) || !process_selected(cfg, (pid_tgid >> 32) as u32) {
+        return;
     }
     let _ = track(cfg, pid_tgid, fd as u32, ConnOrigin::Accepted);
-    0
 }
 
 #[tracepoint]
@@ -691,13 +727,20 @@ pub fn tw_exit_connect(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let _ = IN_FLIGHT.remove(&pid_tgid);
-    let rc = ret(&ctx);
-    if call.kind != KIND_CONNECT || (rc != 0 && rc != -EINPROGRESS) {
-        return 0;
+    if call.kind == KIND_CONNECT {
+        connected(config(), pid_tgid, call.fd, ret(&ctx));
     }
-    let cfg = config();
-    let _ = track(cfg, pid_tgid, call.fd, ConnOrigin::Connected);
     0
+}
+
+/// A connect on `fd` that returned `rc`: 0, or EINPROGRESS for a non-blocking socket (whose
+/// local port is already bound then), makes it the client side of a new connection.
+#[inline(always)]
+pub fn connected(cfg: &ProbeConfig, pid_tgid: u64, fd: u32, rc: i64) {
+    if rc != 0 && rc != -EINPROGRESS {
+        return;
+    }
+    let _ = track(cfg, pid_tgid, fd, ConnOrigin::Connected);
 }
 
 /// sched:sched_process_exit (stable since 2.6): a process closes its descriptors on exit without
@@ -735,19 +778,24 @@ fn emit_now(cfg: &ProbeConfig, mut event: EventHeader) {
 
 #[tracepoint]
 pub fn tw_enter_close(ctx: TracePointContext) -> u32 {
-    let cfg = config();
-    let pid_tgid = bpf_get_current_pid_tgid();
+    closed(config(), bpf_get_current_pid_tgid(), arg(&ctx, 0) as u32);
+    0
+}
+
+/// The process closes `fd`: forget it, and end its connection if it was one.
+#[inline(always)]
+pub fn closed(cfg: &ProbeConfig, pid_tgid: u64, fd: u32) {
     if is_agent(cfg, pid_tgid) {
-        return 0;
+        return;
     }
     let key = FdKey {
         tgid: (pid_tgid >> 32) as u32,
-        fd: arg(&ctx, 0) as u32,
+        fd,
     };
     let _ = IGNORED.remove(&key);
     // SAFETY: map lookup as above.
     let Some(info) = (unsafe { SOCKETS.get(&key) }).copied() else {
-        return 0;
+        return;
     };
     let _ = SOCKETS.remove(&key);
     if cfg.inject != 0 && info.req_key != 0 {
@@ -757,5 +805,4 @@ pub fn tw_enter_close(ctx: TracePointContext) -> u32 {
         cfg,
         header(EventKind::ConnClose, pid_tgid, key.fd, info.sock),
     );
-    0
 }

@@ -60,6 +60,20 @@ pub enum Kubernetes {
     Off,
 }
 
+/// How the kernel programs hook the syscalls they capture (`--syscall-hooks`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyscallHooks {
+    /// fexit where the kernel allows it (x86-64, BTF, no lockdown) and no injection is
+    /// asked for, syscall tracepoints otherwise.
+    #[default]
+    Auto,
+    /// fexit or fail: for testing a kernel.
+    Fexit,
+    /// Syscall tracepoints only.
+    Tracepoints,
+}
+
 /// The file. Every key is optional; absent keys fall back to the environment, then defaults.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -94,6 +108,8 @@ pub struct FileConfig {
     pub semconv_stability_opt_in: Option<String>,
     /// `auto` (default) or `off`: pod names, namespaces and owners from the Kubernetes API.
     pub kubernetes: Option<Kubernetes>,
+    /// `--syscall-hooks`
+    pub syscall_hooks: Option<SyscallHooks>,
     pub otlp: OtlpFile,
     pub sampling: SamplingFile,
     pub batch: BatchFile,
@@ -336,6 +352,7 @@ impl FileConfig {
         one(&mut self.capture_query, over.capture_query);
         one(&mut self.export_command_line, over.export_command_line);
         one(&mut self.tls, over.tls);
+        one(&mut self.syscall_hooks, over.syscall_hooks);
         self
     }
 
@@ -366,6 +383,7 @@ impl FileConfig {
         e.export_command_line = Some(e.export_command_line.unwrap_or(false));
         e.tls = Some(e.tls.unwrap_or(true));
         e.kubernetes = Some(e.kubernetes.unwrap_or_default());
+        e.syscall_hooks = Some(e.syscall_hooks.unwrap_or_default());
         e.semconv_stability_opt_in = var("OTEL_SEMCONV_STABILITY_OPT_IN");
         e.otlp = OtlpFile {
             endpoint: var("OTEL_EXPORTER_OTLP_ENDPOINT"),

@@ -64,6 +64,16 @@ enum ExporterKind {
     Otlp,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum HooksKind {
+    /// fexit where the kernel allows it and no injection is asked for, tracepoints otherwise.
+    Auto,
+    /// fexit or fail (for testing a kernel).
+    Fexit,
+    /// Syscall tracepoints only.
+    Tracepoints,
+}
+
 #[derive(Args, Debug, Clone)]
 struct RunArgs {
     /// A YAML file with any of these settings, the OTEL_* ones and the tail-sampling policies
@@ -115,6 +125,11 @@ struct RunArgs {
     /// Do not attach the OpenSSL probes (HTTPS is then not traced).
     #[arg(long)]
     no_tls: bool,
+    /// How syscalls are hooked: fexit (one program per syscall, no syscall tracepoint slow
+    /// path for the host) or syscall tracepoints (any kernel, lockdown included).
+    /// [default: auto]
+    #[arg(long, value_enum)]
+    syscall_hooks: Option<HooksKind>,
 }
 
 /// The command line in the config file's shape, so that one overlay gives flags precedence.
@@ -136,6 +151,11 @@ fn flags(args: &RunArgs) -> FileConfig {
         capture_query: args.capture_query.then_some(true),
         export_command_line: args.export_command_line.then_some(true),
         tls: args.no_tls.then_some(false),
+        syscall_hooks: args.syscall_hooks.map(|h| match h {
+            HooksKind::Auto => config::SyscallHooks::Auto,
+            HooksKind::Fexit => config::SyscallHooks::Fexit,
+            HooksKind::Tracepoints => config::SyscallHooks::Tracepoints,
+        }),
         ..FileConfig::default()
     }
 }
@@ -170,6 +190,7 @@ fn capture_config(c: &FileConfig) -> anyhow::Result<CaptureConfig> {
         ports: c.ports.clone(),
         inject_cgroups: c.inject_cgroups.clone(),
         tls: c.tls.unwrap_or(true),
+        syscall_hooks: c.syscall_hooks.unwrap_or_default(),
         sampler: Sampler::from_env()?,
         drain_interval: Duration::from_millis(10),
     })

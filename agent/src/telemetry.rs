@@ -183,6 +183,8 @@ pub struct Telemetry {
     pub ready: AtomicBool,
     /// `--inject-cgroup` was given and its programs are attached.
     pub injection_active: AtomicBool,
+    /// The syscalls are hooked by fexit (the fast path), not by tracepoints.
+    pub syscall_hooks_fexit: AtomicBool,
     /// The kernel's counters (agent_common::KernelCounter), copied from the kernel.
     kernel: [AtomicU64; agent_common::KERNEL_COUNTERS as usize],
     /// Export requests by how long they took: counts per [`EXPORT_BUCKETS`] bound (+Inf last).
@@ -244,6 +246,7 @@ impl Telemetry {
             connections_tracked: AtomicU64::new(0),
             ready: AtomicBool::new(false),
             injection_active: AtomicBool::new(false),
+            syscall_hooks_fexit: AtomicBool::new(false),
             kernel: [ZERO; agent_common::KERNEL_COUNTERS as usize],
             export_buckets: [ZERO; EXPORT_BUCKETS.len() + 1],
             export_nanos: AtomicU64::new(0),
@@ -439,6 +442,16 @@ impl Telemetry {
              programs are attached.\n# TYPE tracewire_injection_active gauge\n\
              tracewire_injection_active {}",
             u8::from(self.injection_active.load(Relaxed))
+        );
+        let fexit = self.syscall_hooks_fexit.load(Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP tracewire_syscall_hooks How the kernel programs hook the syscalls they \
+             capture: fexit (fast path) or tracepoints.\n# TYPE tracewire_syscall_hooks gauge\n\
+             tracewire_syscall_hooks{{path=\"fexit\"}} {}\n\
+             tracewire_syscall_hooks{{path=\"tracepoints\"}} {}",
+            u8::from(fexit),
+            u8::from(!fexit)
         );
         let _ = writeln!(
             out,

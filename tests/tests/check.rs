@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use tracewire_tests::agent::agent_binary;
+use tracewire_tests::agent::{AgentGuard, Export, agent_binary};
 use tracewire_tests::cgroup::cgroup2_mount;
 use tracewire_tests::peers::require_tool;
 use tracewire_tests::process::{Finished, run_to_exit};
@@ -190,6 +190,69 @@ fn check_refuses_an_unprivileged_user() -> Result<()> {
         last.starts_with(CANNOT_RUN) && last.contains("capabilities"),
         "`tracewire check` as nobody does not end saying it cannot run for lack of \
          capabilities\n{}",
+        report(&run)
+    );
+    Ok(())
+}
+
+/// `--syscall-hooks`: what `tracewire check` says of the fexit fast path holds when the agent
+/// runs, and /metrics says which path is in use. Where the kernel refuses fexit (this host:
+/// lockdown), `auto` runs on tracepoints and `fexit` stops the agent with the reason, leaving
+/// nothing attached; where it allows it, both run on fexit.
+#[test]
+fn syscall_hooks_follow_what_the_kernel_allows() -> Result<()> {
+    let dir = TempDir::new("check-hooks")?;
+    let check = {
+        let _slot = tracewire_tests::serial();
+        run_check(&dir, &[], &agent_binary()?, &Selection::default())?
+    };
+    let found = findings(&check.stdout);
+    let row = found
+        .iter()
+        .find(|f| f.name == "fexit fast path")
+        .with_context(|| format!("no `fexit fast path` row\n{}", report(&check)))?;
+    let fexit = row.mark == "ok";
+    let port = tracewire_tests::net::free_port()?;
+    let gauge = |path: &str| format!("tracewire_syscall_hooks{{path=\"{path}\"}} 1");
+
+    let agent = AgentGuard::start(Export::Stdout, &[port], dir.path())?;
+    let metrics = agent.metrics()?;
+    let want = gauge(if fexit { "fexit" } else { "tracepoints" });
+    ensure!(
+        metrics.contains(&want),
+        "`tracewire check` says the fast path is {}, but the agent's /metrics lacks {want}:\n{}",
+        row.mark,
+        metrics
+            .lines()
+            .filter(|l| l.contains("syscall_hooks"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    agent.stop()?;
+
+    let forced = Selection {
+        ports: vec![port],
+        extra_args: vec!["--syscall-hooks".into(), "fexit".into()],
+        ..Selection::default()
+    };
+    if fexit {
+        let agent = AgentGuard::start_selecting(Export::Stdout, &forced, dir.path())?;
+        let metrics = agent.metrics()?;
+        ensure!(metrics.contains(&gauge("fexit")), "{metrics}");
+        agent.stop()?;
+        return Ok(());
+    }
+    let _slot = tracewire_tests::serial();
+    let mark = bpf::mark()?;
+    let mut command = Command::new(agent_binary()?);
+    command.arg("run").args(forced.args());
+    let run = run_to_exit("tracewire-fexit", &mut command, dir.path(), CHECK_WAIT)?;
+    bpf::wait_until_agent_programs_gone(mark, Duration::from_secs(3))
+        .context("after the agent refused --syscall-hooks fexit")?;
+    ensure!(
+        !run.status.success() && run.stderr.contains("the fexit fast path is unavailable"),
+        "`tracewire run --syscall-hooks fexit` on a host that refuses fexit must stop with the \
+         reason\n{}",
         report(&run)
     );
     Ok(())

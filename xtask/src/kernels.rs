@@ -26,20 +26,28 @@ const INIT: &str = include_str!("../../tests/kernels/init.sh");
 struct KernelLine {
     version: &'static str,
     prefix: &'static str,
+    /// The agent hooks syscalls by fexit here (`--syscall-hooks auto`); otherwise it must fall
+    /// back to tracepoints, for the reason in the README.
+    fexit: bool,
 }
 
 const KERNELS: &[KernelLine] = &[
     KernelLine {
         version: "5.10",
         prefix: "linux-image-5.10.0-",
+        // Its BTF declares struct pt_regs only forward in net/socket.c, so the verifier
+        // refuses the socket syscalls' argument.
+        fexit: false,
     },
     KernelLine {
         version: "6.1",
         prefix: "linux-image-6.1.0-",
+        fexit: true,
     },
     KernelLine {
         version: "6.12",
         prefix: "linux-image-6.12.",
+        fexit: true,
     },
 ];
 
@@ -47,6 +55,8 @@ const KERNELS: &[KernelLine] = &[
 const SUITES: &[&str] = &["bullseye", "bookworm", "bookworm-backports"];
 
 const CHECK_OK: &str = "tracewire can run on this host";
+/// The span of `openssl s_client` asking the guest's `openssl s_server` for its page.
+const TLS_CLIENT_SPAN: &str = "openssl CLIENT GET https://127.0.0.1:8443/ 200";
 
 pub struct Options {
     /// Kernel versions to test (empty: all).
@@ -78,6 +88,13 @@ struct Outcome {
     seconds: f64,
     check: String,
     spans: String,
+    /// The same exchange with the syscalls hooked as `--syscall-hooks auto` chose: the path,
+    /// then the spans.
+    auto_hooks: String,
+    /// `auto` must choose fexit on this kernel.
+    expect_fexit: bool,
+    /// An HTTPS request by OpenSSL's s_client, seen through the OpenSSL uprobes.
+    tls: String,
     /// Trace-context injection in the guest: a client in the injection cgroup sent a
     /// traceparent, one outside did not.
     inject: String,
@@ -113,6 +130,9 @@ pub fn kernels(opts: &Options) -> Result<()> {
             seconds: 0.0,
             check: "-".into(),
             spans: "-".into(),
+            auto_hooks: "-".into(),
+            expect_fexit: line.fexit,
+            tls: "-".into(),
             inject: "-".into(),
             features: Vec::new(),
             failure: None,
@@ -192,32 +212,45 @@ fn matrix_table(outcomes: &[Outcome], host: &Option<(String, Vec<(String, bool)>
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "| kernel | tracing: syscall tracepoints + ring buffer | injection: sock_ops + sk_msg | \
-         e2e in the guest | kprobes / fentry (no feature uses them yet) | boot + test |"
+        "| kernel | syscall hooks (auto) | e2e with them | TLS: OpenSSL uprobes | \
+         syscall tracepoints | injection: sock_ops + sk_msg | e2e, tracepoints + injection | \
+         kprobes | boot + test |"
     );
-    let _ = writeln!(t, "|---|---|---|---|---|---|");
+    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|");
     for o in outcomes {
+        let (path, spans) = o
+            .auto_hooks
+            .split_once(": ")
+            .unwrap_or(("?", &o.auto_hooks));
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {}; {} | {} / {} | {:.0} s |",
+            "| {} | {} | {} | {} | {} | {} | {}; {} | {} | {:.0} s |",
             o.version,
+            path,
+            spans.split(" (").next().unwrap_or_default(),
+            o.tls,
             has(&o.features, "agent programs"),
             has(&o.features, "injection"),
             o.spans.split(" (").next().unwrap_or_default(),
             o.inject,
             has(&o.features, "kprobes"),
-            has(&o.features, "fentry/fexit"),
             o.seconds
         );
     }
     if let Some((release, features)) = host {
+        let path = if has(features, "fexit fast path") == "yes" {
+            "fexit"
+        } else {
+            "tracepoints"
+        };
         let _ = writeln!(
             t,
-            "| {release} (the CI host, lockdown) | {} | {} | every end-to-end test | {} / {} | - |",
+            "| {release} (the CI host, lockdown) | {path} | every end-to-end test | \
+             every end-to-end test ({}) | {} | {} | every end-to-end test | {} | - |",
+            has(features, "TLS (OpenSSL)"),
             has(features, "agent programs"),
             has(features, "injection"),
             has(features, "kprobes"),
-            has(features, "fentry/fexit"),
         );
     }
     t
@@ -240,17 +273,19 @@ fn report(outcomes: &[Outcome], total: Duration) -> Result<()> {
     let mut table = String::new();
     let _ = writeln!(
         table,
-        "| kernel | package | boot+test s | check | spans | injection | result |"
+        "| kernel | package | boot+test s | check | spans (auto hooks) | spans (tracepoints) | injection | result |"
     );
-    let _ = writeln!(table, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(table, "|---|---|---|---|---|---|---|---|");
     for o in outcomes {
         let _ = writeln!(
             table,
-            "| {} | {} | {:.1} | {} | {} | {} | {} |",
+            "| {} | {} | {:.1} | {} | {}; TLS {} | {} | {} | {} |",
             o.version,
             o.package,
             o.seconds,
             o.check,
+            o.auto_hooks,
+            o.tls,
             o.spans,
             o.inject,
             if o.failure.is_some() { "FAIL" } else { "ok" }
@@ -523,7 +558,7 @@ fn initramfs(dir: &Path) -> Result<PathBuf> {
     copy_into(Path::new("/bin/busybox"), &root, "bin/busybox")?;
     for applet in [
         "sh", "mount", "ip", "ifconfig", "httpd", "wget", "sleep", "cat", "grep", "poweroff",
-        "kill", "uname", "echo", "ls", "dmesg", "mkdir", "ps", "nc", "reboot",
+        "kill", "uname", "echo", "ls", "dmesg", "mkdir", "ps", "nc", "reboot", "head", "sed",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))
             .with_context(|| format!("linking the {applet} applet"))?;
@@ -542,6 +577,34 @@ fn initramfs(dir: &Path) -> Result<PathBuf> {
         let rel = lib.strip_prefix("/").unwrap_or(&lib);
         copy_into(&lib, &root, &rel.to_string_lossy())?;
     }
+    // OpenSSL's own client and server, with the libraries they load, for the TLS uprobes, and
+    // a throwaway certificate.
+    let openssl = Path::new("/usr/bin/openssl");
+    copy_into(openssl, &root, "bin/openssl")?;
+    for lib in libraries(openssl)? {
+        let rel = lib.strip_prefix("/").unwrap_or(&lib);
+        copy_into(&lib, &root, &rel.to_string_lossy())?;
+    }
+    fs::create_dir_all(root.join("tls"))?;
+    run(
+        Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .arg("ec_paramgen_curve:prime256v1")
+            .args([
+                "-nodes",
+                "-days",
+                "3650",
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+            ])
+            .arg(root.join("tls/key.pem"))
+            .arg("-out")
+            .arg(root.join("tls/cert.pem"))
+            .stderr(std::process::Stdio::null()),
+        "making the guest's TLS certificate",
+        "the openssl command line tool is needed: `apt-get install openssl`",
+    )?;
     copy_into(Path::new("/etc/ld.so.cache"), &root, "etc/ld.so.cache")?;
     fs::write(root.join("www/ok.html"), "<html>ok</html>\n")?;
     fs::write(root.join("init"), INIT)?;
@@ -774,6 +837,64 @@ fn verify(text: &str, outcome: &mut Outcome) -> Result<()> {
     outcome.check = if check_ok { "can run" } else { "CANNOT run" }.into();
     let spans = between(text, "==TW-SPANS-BEGIN==", "==TW-SPANS-END==")
         .context("no span output on the console: /init did not finish")?;
+    let (marks, mut missing) = expected_spans(spans);
+    outcome.spans = marks;
+    let auto = between(text, "==TW-AUTO-SPANS-BEGIN==", "==TW-AUTO-SPANS-END==")
+        .context("no span output of the auto-hooks agent on the console: /init did not finish")?;
+    let (marks, auto_missing) = expected_spans(auto);
+    let path = ["fexit", "tracepoints"].into_iter().find(|p| {
+        text.contains(&format!(
+            "TW-HOOKS tracewire_syscall_hooks{{path=\"{p}\"}} 1"
+        ))
+    });
+    outcome.auto_hooks = format!("{}: {marks}", path.unwrap_or("unknown path"));
+    missing.extend(
+        auto_missing
+            .iter()
+            .map(|m| format!("{m} with --syscall-hooks auto")),
+    );
+    // s_server -www reads and writes through BIO_f_ssl, which calls OpenSSL's internal
+    // read/write rather than the exported SSL_read/SSL_write the uprobes hook: only the client
+    // is checked (see the README).
+    let tls_client = auto.lines().any(|l| l.contains(TLS_CLIENT_SPAN));
+    outcome.tls = if tls_client {
+        "client yes"
+    } else {
+        "client NO"
+    }
+    .to_string();
+    if !tls_client {
+        missing.push("the HTTPS client span (OpenSSL uprobes)".to_string());
+    }
+    if !check_ok {
+        bail!(
+            "`tracewire check` does not end with \"{CHECK_OK}\":\n{}\n(the whole verifier log is in the console file)",
+            check_summary(check)
+        );
+    }
+    if !missing.is_empty() {
+        bail!(
+            "missing {}; the spans were:\n{spans}\nwith --syscall-hooks auto:\n{auto}",
+            missing.join(", ")
+        );
+    }
+    let want = if outcome.expect_fexit {
+        "fexit"
+    } else {
+        "tracepoints"
+    };
+    ensure!(
+        path == Some(want),
+        "--syscall-hooks auto chose {} on this kernel, where {want} is expected \
+         (tracewire_syscall_hooks on /metrics; `tracewire check` says why)",
+        path.unwrap_or("no path")
+    );
+    verify_injection(text, outcome)
+}
+
+/// Marks for the three expected spans (server and client of the ok request, server of the
+/// 404) in one agent's output, and what is missing.
+fn expected_spans(spans: &str) -> (String, Vec<String>) {
     let expected = [
         (
             "httpd SERVER GET /ok.html 200",
@@ -800,30 +921,23 @@ fn verify(text: &str, outcome: &mut Outcome) -> Result<()> {
                 .any(|l| l.contains(needle) || l.contains(&as_busybox))
         })
         .collect();
-    let missing: Vec<&str> = expected
+    let missing = expected
         .iter()
         .zip(&found)
         .filter(|(_, found)| !**found)
-        .map(|((_, what), _)| *what)
+        .map(|((_, what), _)| what.to_string())
         .collect();
     let mark = |i: usize| if found[i] { "yes" } else { "NO" };
-    outcome.spans = format!(
-        "server 200 {}, client 200 {}, server 404 {} ({} lines)",
-        mark(0),
-        mark(1),
-        mark(2),
-        spans.lines().count()
-    );
-    if !check_ok {
-        bail!(
-            "`tracewire check` does not end with \"{CHECK_OK}\":\n{}\n(the whole verifier log is in the console file)",
-            check_summary(check)
-        );
-    }
-    if !missing.is_empty() {
-        bail!("missing {}; the spans were:\n{spans}", missing.join(", "));
-    }
-    verify_injection(text, outcome)
+    (
+        format!(
+            "server 200 {}, client 200 {}, server 404 {} ({} lines)",
+            mark(0),
+            mark(1),
+            mark(2),
+            spans.lines().count()
+        ),
+        missing,
+    )
 }
 
 /// The raw requests nc received: the one from inside the injection cgroup carries exactly one
@@ -913,6 +1027,9 @@ mod tests {
             seconds: 0.0,
             check: String::new(),
             spans: String::new(),
+            auto_hooks: String::new(),
+            expect_fexit: true,
+            tls: String::new(),
             inject: String::new(),
             features: Vec::new(),
             failure: None,
@@ -920,7 +1037,13 @@ mod tests {
     }
 
     const CONSOLE: &str = "boot\n==TW-CHECK-BEGIN==\nok   BTF  fine\ntracewire can run on this host\n\
-        ==TW-CHECK-END== rc=0\n==TW-SPANS-BEGIN==\n\
+        ==TW-CHECK-END== rc=0\nTW-HOOKS tracewire_syscall_hooks{path=\"fexit\"} 1\n\
+        ==TW-AUTO-SPANS-BEGIN==\n\
+        t httpd SERVER GET /ok.html 200 1ms trace=a span=b\n\
+        t wget CLIENT GET http://127.0.0.1:8080/ok.html 200 2ms trace=a span=c\n\
+        t busybox SERVER GET /missing.html 404 1ms\n\
+        t openssl CLIENT GET https://127.0.0.1:8443/ 200 9ms\n\
+        ==TW-AUTO-SPANS-END==\n==TW-SPANS-BEGIN==\n\
         t httpd SERVER GET /ok.html 200 1ms trace=a span=b\n\
         t busybox CLIENT GET http://127.0.0.1:8080/ok.html 200 2ms trace=a span=c\n\
         ==TW-SPANS-END==\n==TW-INJECT-BEGIN==\nIN\nGET /in HTTP/1.1\r\n\
@@ -944,6 +1067,28 @@ mod tests {
         let mut o = outcome();
         assert!(verify(&full, &mut o).is_ok(), "{o:?}");
         assert_eq!(o.inject, "in cgroup yes, outside untouched");
+        assert!(
+            o.auto_hooks
+                .starts_with("fexit: server 200 yes, client 200 yes, server 404 yes"),
+            "{o:?}"
+        );
+        let fell_back = full.replace("path=\"fexit\"} 1", "path=\"tracepoints\"} 1");
+        let mut o = outcome();
+        let err = verify(&fell_back, &mut o).unwrap_err().to_string();
+        assert!(err.contains("chose tracepoints"), "{err}");
+        let mut o = outcome();
+        o.expect_fexit = false;
+        assert!(verify(&fell_back, &mut o).is_ok(), "{o:?}");
+        assert_eq!(o.tls, "client yes");
+        let no_tls = full.replace("t openssl CLIENT", "t openssl x");
+        let err = verify(&no_tls, &mut outcome()).unwrap_err().to_string();
+        assert!(err.contains("HTTPS client span"), "{err}");
+        let no_client = full.replace("t wget CLIENT", "t wget x");
+        let err = verify(&no_client, &mut outcome()).unwrap_err().to_string();
+        assert!(
+            err.contains("client span of GET /ok.html with --syscall-hooks auto"),
+            "{err}"
+        );
         let leaked = full.replace(
             "OUT\nGET /out HTTP/1.1\r\n",
             "OUT\nGET /out HTTP/1.1\r\ntraceparent: 00-x\r\n",
@@ -954,7 +1099,7 @@ mod tests {
     #[test]
     fn check_rows_become_features_and_the_readme_table_is_replaced() {
         let check = "ok   kprobes              /sys/bus/event_source/devices/kprobe/type present\n\
-            no   fentry/fexit         probe failed\n\
+            no   fexit fast path      syscalls hooked by tracepoints\n\
             ok   injection            sock_ops, sk_msg and the context stage load\n\
             tracewire can run on this host";
         let features = check_features(check);
@@ -962,7 +1107,7 @@ mod tests {
             features,
             vec![
                 ("kprobes".to_string(), true),
-                ("fentry/fexit".to_string(), false),
+                ("fexit fast path".to_string(), false),
                 ("injection".to_string(), true)
             ]
         );
@@ -970,8 +1115,9 @@ mod tests {
         o.version = "5.10".into();
         o.features = features;
         let table = matrix_table(&[o], &None);
-        assert!(table.contains("| 5.10 | ? | yes |"), "{table}");
-        assert!(table.contains("| yes / no |"), "{table}");
+        assert!(table.contains("| 5.10 | ? |"), "{table}");
+        assert!(table.contains("| ? | yes |"), "{table}");
+        assert!(table.contains("| yes | 0 s |"), "{table}");
         let readme = format!("a\n{MATRIX_BEGIN}\nold\n{MATRIX_END}\nb\n");
         let new = replace_between(&readme, MATRIX_BEGIN, MATRIX_END, "new\n").expect("markers");
         assert_eq!(new, format!("a\n{MATRIX_BEGIN}\nnew\n{MATRIX_END}\nb\n"));

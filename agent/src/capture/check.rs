@@ -225,15 +225,34 @@ pub fn run(capture: &CaptureConfig) -> Vec<Finding> {
         super::check_tls(capture).map_err(|e| chain(&e)),
     ));
     out.push(finding("kubernetes metadata", false, kubernetes_metadata()));
-    out.push(finding(
-        "agent programs",
-        true,
-        super::Capture::start(capture)
-            .map(|c| {
-                drop(c);
-                "loaded, attached and detached every tracepoint program".to_string()
-            })
-            .map_err(|e| chain(&e)),
-    ));
+    let (programs, hooks) = match super::Capture::start(capture) {
+        Ok(c) => {
+            let (path, note) = c.hooks();
+            let hooks = match path {
+                super::HookPath::Fexit => {
+                    Ok("syscalls hooked by fexit (one program per syscall)".to_string())
+                }
+                super::HookPath::Tracepoints => Err(format!(
+                    "syscalls hooked by tracepoints: {} (lockdown: {})",
+                    note.unwrap_or("fexit not tried"),
+                    lockdown()
+                )),
+            };
+            drop(c);
+            (
+                Ok(format!(
+                    "loaded, attached and detached every program (syscalls: {})",
+                    path.name()
+                )),
+                hooks,
+            )
+        }
+        Err(e) => (
+            Err(chain(&e)),
+            Err("the agent's programs did not load".to_string()),
+        ),
+    };
+    out.push(finding("fexit fast path", false, hooks));
+    out.push(finding("agent programs", true, programs));
     out
 }

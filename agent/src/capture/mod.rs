@@ -3,7 +3,8 @@
 //!
 //! Needs: syscall tracepoints (tracefs, kernel >= 4.7), BPF ring buffer (>= 5.8), BTF
 //! (>= 5.4 with CONFIG_DEBUG_INFO_BTF), bpf_probe_read_{user,kernel} (>= 5.5),
-//! bpf_get_current_cgroup_id (>= 4.18). No kprobes, no fentry.
+//! bpf_get_current_cgroup_id (>= 4.18). Where the kernel allows fexit programs (x86-64, no
+//! lockdown) the syscalls are hooked by fexit instead of tracepoints (`--syscall-hooks`).
 pub mod check;
 pub mod container;
 pub mod event;
@@ -23,7 +24,7 @@ use agent_common::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{FExit, TracePoint},
 };
 use tokio::{
     io::unix::AsyncFd,
@@ -34,7 +35,10 @@ pub use event::{CaptureEvent, ConnKey};
 pub use inject::check_injection;
 use inject::{Injection, ModeMarker, start_injection, unload_injection};
 
-use crate::telemetry::{Drop, TELEMETRY};
+use crate::{
+    config::SyscallHooks,
+    telemetry::{Drop, TELEMETRY},
+};
 
 /// The compiled kernel programs, built by build.rs: tracing only, and tracing plus injection
 /// (whose socket map needs CAP_NET_ADMIN, so the tracing-only agent does not load it).
@@ -87,6 +91,45 @@ const ATTACHMENTS: &[(&str, &str, &[&str])] = &[
     ("tw_process_exit", "sched", &["sched_process_exit"]),
 ];
 
+/// The fexit fast path: each program and the syscall entry point it goes on (x86-64 names).
+const FEXITS: &[(&str, &str)] = &[
+    ("tw_fx_read", "__x64_sys_read"),
+    ("tw_fx_recvfrom", "__x64_sys_recvfrom"),
+    ("tw_fx_write", "__x64_sys_write"),
+    ("tw_fx_sendto", "__x64_sys_sendto"),
+    ("tw_fx_readv", "__x64_sys_readv"),
+    ("tw_fx_writev", "__x64_sys_writev"),
+    ("tw_fx_recvmsg", "__x64_sys_recvmsg"),
+    ("tw_fx_sendmsg", "__x64_sys_sendmsg"),
+    ("tw_fx_sendfile", "__x64_sys_sendfile64"),
+    ("tw_fx_accept", "__x64_sys_accept"),
+    ("tw_fx_accept4", "__x64_sys_accept4"),
+    ("tw_fx_connect", "__x64_sys_connect"),
+    ("tw_fx_close", "__x64_sys_close"),
+];
+
+/// What the fexit path still attaches as a tracepoint: process exit is not a syscall.
+const FEXIT_TRACEPOINTS: &[(&str, &str, &[&str])] =
+    &[("tw_process_exit", "sched", &["sched_process_exit"])];
+
+/// How the syscalls ended up hooked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookPath {
+    /// One fexit program per syscall (the fast path).
+    Fexit,
+    /// An enter and an exit syscall tracepoint per syscall.
+    Tracepoints,
+}
+
+impl HookPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            HookPath::Fexit => "fexit",
+            HookPath::Tracepoints => "tracepoints",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
     #[error(
@@ -135,6 +178,20 @@ pub enum CaptureError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error(
+        "the fexit fast path is unavailable: {what}: {source} (`--syscall-hooks auto` or \
+         `tracepoints` work without it)"
+    )]
+    Fexit {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(
+        "--syscall-hooks fexit cannot be used with --inject-cgroup: injection needs the \
+         write's entry, which only the tracepoint path sees; use --syscall-hooks auto"
+    )]
+    FexitWithInjection,
     #[error("map {name}: {source}")]
     Map {
         name: &'static str,
@@ -178,6 +235,8 @@ pub struct CaptureConfig {
     pub inject_cgroups: Vec<std::path::PathBuf>,
     /// Attach the OpenSSL uprobes (TLS plaintext).
     pub tls: bool,
+    /// `--syscall-hooks`: fexit, tracepoints, or the best this kernel allows.
+    pub syscall_hooks: SyscallHooks,
     /// The sampler, whose root rule the kernel applies to traces it starts.
     pub sampler: crate::sampling::head::Sampler,
     /// Drain period of the ring buffer when nothing woke the reader.
@@ -195,6 +254,9 @@ pub struct Capture {
     cgroups: Vec<std::path::PathBuf>,
     injection: Option<Injection>,
     tls: Option<tls::TlsProbes>,
+    hooks: HookPath,
+    /// Why the fast path was not taken, when it was not.
+    hooks_note: Option<String>,
 }
 
 /// Mounts tracefs where the tracepoint attach code looks for it, if it is not there.
@@ -283,21 +345,12 @@ impl Capture {
         TELEMETRY
             .injection_active
             .store(injection.is_some(), std::sync::atomic::Ordering::Relaxed);
-        for (name, category, tracepoints) in ATTACHMENTS {
-            let program: &mut TracePoint = program(&mut ebpf, name)?;
-            program
-                .load()
-                .map_err(|source| CaptureError::Program { name, source })?;
-            for tracepoint in *tracepoints {
-                program
-                    .attach(category, tracepoint)
-                    .map_err(|source| CaptureError::Attach {
-                        name,
-                        tracepoint,
-                        source,
-                    })?;
-            }
-        }
+        let (hooks, hooks_note) =
+            attach_syscall_hooks(&mut ebpf, cfg.syscall_hooks, injection.is_some())?;
+        TELEMETRY.syscall_hooks_fexit.store(
+            hooks == HookPath::Fexit,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let tls = if cfg.tls { start_tls(&mut ebpf) } else { None };
         let ring = ebpf
             .take_map("EVENTS")
@@ -310,9 +363,12 @@ impl Capture {
             capture_bytes = probe_config.capture_bytes,
             ring_buffer_bytes = ring_bytes,
             max_connections = max_conns,
-            "attached {} tracepoints",
-            ATTACHMENTS.iter().map(|(_, _, t)| t.len()).sum::<usize>()
+            syscall_hooks = hooks.name(),
+            "kernel programs attached"
         );
+        if let Some(note) = &hooks_note {
+            tracing::info!("syscalls are hooked by tracepoints: {note}");
+        }
         Ok(Capture {
             ebpf,
             ring,
@@ -322,7 +378,14 @@ impl Capture {
             cgroups: cfg.cgroups.clone(),
             injection,
             tls,
+            hooks,
+            hooks_note,
         })
+    }
+
+    /// How the syscalls are hooked, and why not by fexit when they are not.
+    pub fn hooks(&self) -> (HookPath, Option<&str>) {
+        (self.hooks, self.hooks_note.as_deref())
     }
 
     /// Drains the ring buffer into `events` until `shutdown` flips. Records arrive without
@@ -341,6 +404,7 @@ impl Capture {
             cgroups,
             injection,
             mut tls,
+            ..
         } = self;
         let (mut modes, client_socks, inject_dirs) = match injection {
             Some(Injection { modes, socks, dirs }) => (Some(modes), Some(socks), dirs),
@@ -407,6 +471,121 @@ impl Capture {
         drop(client_socks);
         drop(ebpf);
         Ok(())
+    }
+}
+
+/// Hooks the syscalls: by fexit when `wanted` allows it and the kernel takes it, by
+/// tracepoints otherwise. Returns the path and, on the tracepoint path under `auto`, why.
+fn attach_syscall_hooks(
+    ebpf: &mut Ebpf,
+    wanted: SyscallHooks,
+    injecting: bool,
+) -> Result<(HookPath, Option<String>), CaptureError> {
+    let note = match (wanted, injecting) {
+        (SyscallHooks::Tracepoints, _) => Some("--syscall-hooks tracepoints".to_string()),
+        (SyscallHooks::Fexit, true) => return Err(CaptureError::FexitWithInjection),
+        (SyscallHooks::Auto, true) => {
+            Some("injection (--inject-cgroup) needs the write's entry tracepoint".to_string())
+        }
+        (_, false) => match attach_fexit(ebpf) {
+            Ok(()) => {
+                attach_tracepoints(ebpf, FEXIT_TRACEPOINTS)?;
+                return Ok((HookPath::Fexit, None));
+            }
+            Err(CaptureError::Fexit { what, source }) if wanted == SyscallHooks::Auto => {
+                unload_fexit(ebpf);
+                Some(format!(
+                    "fexit refused ({what}: {})",
+                    verifier_gist(&source.to_string())
+                ))
+            }
+            Err(err) => return Err(err),
+        },
+    };
+    attach_tracepoints(ebpf, ATTACHMENTS)?;
+    Ok((HookPath::Tracepoints, note))
+}
+
+fn attach_tracepoints(
+    ebpf: &mut Ebpf,
+    attachments: &[(&'static str, &'static str, &'static [&'static str])],
+) -> Result<(), CaptureError> {
+    for (name, category, tracepoints) in attachments {
+        let program: &mut TracePoint = program(ebpf, name)?;
+        program
+            .load()
+            .map_err(|source| CaptureError::Program { name, source })?;
+        for tracepoint in *tracepoints {
+            program
+                .attach(category, tracepoint)
+                .map_err(|source| CaptureError::Attach {
+                    name,
+                    tracepoint,
+                    source,
+                })?;
+        }
+    }
+    Ok(())
+}
+
+/// Loads and attaches every fexit program; on error, what is attached stays so (the caller
+/// unloads it).
+fn attach_fexit(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
+    if !cfg!(target_arch = "x86_64") {
+        return Err(CaptureError::Fexit {
+            what: "the programs read x86-64 syscall registers".into(),
+            source: std::env::consts::ARCH.into(),
+        });
+    }
+    let btf = aya::Btf::from_sys_fs().map_err(|e| CaptureError::Fexit {
+        what: "reading the kernel's BTF".into(),
+        source: e.into(),
+    })?;
+    for (name, function) in FEXITS {
+        let program: &mut FExit = program(ebpf, name)?;
+        program
+            .load(function, &btf)
+            .map_err(|e| CaptureError::Fexit {
+                what: format!("loading {name} for {function}"),
+                source: e.into(),
+            })?;
+        program.attach().map_err(|e| CaptureError::Fexit {
+            what: format!("attaching {name} to {function}"),
+            source: e.into(),
+        })?;
+    }
+    Ok(())
+}
+
+/// An aya load error without the whole verifier log: the lines where the verifier says why it
+/// refused (right before its statistics), or nothing when the kernel refused outright.
+fn verifier_gist(error: &str) -> String {
+    let Some((head, log)) = error.split_once("Verifier output:") else {
+        return error.trim().to_string();
+    };
+    let lines: Vec<&str> = log
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let end = lines
+        .iter()
+        .position(|l| l.starts_with("verification time") || l.starts_with("processed "))
+        .unwrap_or(lines.len());
+    let why = lines[end.saturating_sub(2)..end].join("; ");
+    if why.is_empty() {
+        head.trim().to_string()
+    } else {
+        format!("{} verifier: {why}", head.trim())
+    }
+}
+
+/// Detaches and unloads whatever of the fexit path got loaded.
+fn unload_fexit(ebpf: &mut Ebpf) {
+    for (name, _) in FEXITS {
+        if let Ok(program) = program::<FExit>(ebpf, name) {
+            let _ = program.unload();
+        }
     }
 }
 
@@ -700,4 +879,30 @@ fn cgroup_ids(dir: &Path) -> Result<Vec<u64>, CaptureError> {
         }
     }
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verifier_gist_keeps_the_reason_not_the_log() {
+        let error = "the BPF_PROG_LOAD syscall returned Permission denied (os error 13). \
+            Verifier output: arg#0 type is not a struct\n; fun()\n R0=inv(id=1)\n\
+            func '__x64_sys_recvfrom' arg0 type FWD is not a struct\n\
+            invalid bpf_context access off=0 size=8\nverification time 7130 usec\n\
+            processed 17 insns (limit 1000000)\n";
+        assert_eq!(
+            verifier_gist(error),
+            "the BPF_PROG_LOAD syscall returned Permission denied (os error 13). verifier: \
+             func '__x64_sys_recvfrom' arg0 type FWD is not a struct; invalid bpf_context \
+             access off=0 size=8"
+        );
+        let refused = "the BPF_PROG_LOAD syscall returned Operation not permitted (os error 1). \
+            Verifier output: ";
+        assert_eq!(
+            verifier_gist(refused),
+            "the BPF_PROG_LOAD syscall returned Operation not permitted (os error 1)."
+        );
+    }
 }
