@@ -18,7 +18,8 @@ use tracewire::{
     reassembly::{ConnTable, Limits, Notice},
     sampling::tail::{TailConfig, TailSampler},
     span::{
-        Clock, Span,
+        Clock, Span, SpanKind,
+        analysis::{Analyzer, FindingsConfig},
         context::ContextTracker,
         http::{SpanOptions, build},
     },
@@ -237,6 +238,43 @@ fn after_span(c: &mut Criterion) {
                 }
                 tail.expire(now, &mut out);
                 out.clear();
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    // Findings and the critical path: families of a server span and three client calls,
+    // children first (the order they are built in).
+    let families: Vec<Span> = spans
+        .chunks(4)
+        .flat_map(|chunk| {
+            let parent = chunk[0].clone();
+            let mut family: Vec<Span> = chunk[1..]
+                .iter()
+                .map(|s| {
+                    let mut child = s.clone();
+                    child.kind = SpanKind::Client;
+                    child.parent_span_id = Some(parent.span_id);
+                    child.trace_id = parent.trace_id;
+                    child.span_id = rand::random();
+                    child
+                })
+                .collect();
+            family.push(parent);
+            family
+        })
+        .collect();
+    g.bench_function("findings_and_critical_path", |b| {
+        b.iter_batched(
+            || families.clone(),
+            |batch| {
+                let mut analyzer = Analyzer::new(FindingsConfig::default());
+                let mut out = Vec::with_capacity(batch.len());
+                let now = std::time::Instant::now();
+                for span in batch {
+                    analyzer.process(span, now, &mut out);
+                }
+                analyzer.drain(&mut out);
+                black_box(out.len())
             },
             criterion::BatchSize::LargeInput,
         )

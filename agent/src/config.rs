@@ -110,10 +110,13 @@ pub struct FileConfig {
     pub kubernetes: Option<Kubernetes>,
     /// `--syscall-hooks`
     pub syscall_hooks: Option<SyscallHooks>,
+    /// `--watch-socket`
+    pub watch_socket: Option<PathBuf>,
     pub otlp: OtlpFile,
     pub sampling: SamplingFile,
     pub batch: BatchFile,
     pub metrics: MetricsFile,
+    pub findings: FindingsFile,
 }
 
 /// `OTEL_EXPORTER_OTLP_*`.
@@ -157,6 +160,44 @@ pub struct BatchFile {
     pub max_queue_size: Option<usize>,
     #[serde(with = "opt_duration")]
     pub export_timeout: Option<Duration>,
+}
+
+/// Findings added to spans (`findings:` in the file; no flags). See `span::analysis`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FindingsFile {
+    /// Default true.
+    pub enabled: Option<bool>,
+    /// N+1: this many children of one span with the same shape (default 10).
+    pub n_plus_one: Option<usize>,
+    /// Serial fan-out: this many back-to-back calls to different peers (default 3)...
+    pub fan_out: Option<usize>,
+    /// ... each starting within this of the previous one's end (default 10ms).
+    #[serde(with = "opt_duration")]
+    pub fan_out_gap: Option<Duration>,
+    /// Cold start: a process's first server span this many times the median of the next ones
+    /// (default 10)...
+    pub cold_start_ratio: Option<u64>,
+    /// ... over this many next ones (default 5)...
+    pub cold_start_followers: Option<usize>,
+    /// ... seen within this (default 2s): the first span waits this long at most.
+    #[serde(with = "opt_duration")]
+    pub cold_start_wait: Option<Duration>,
+}
+
+impl FindingsFile {
+    pub fn config(&self) -> crate::span::analysis::FindingsConfig {
+        let d = crate::span::analysis::FindingsConfig::default();
+        crate::span::analysis::FindingsConfig {
+            enabled: self.enabled.unwrap_or(d.enabled),
+            n_plus_one: self.n_plus_one.unwrap_or(d.n_plus_one),
+            fan_out: self.fan_out.unwrap_or(d.fan_out),
+            fan_out_gap: self.fan_out_gap.unwrap_or(d.fan_out_gap),
+            cold_start_ratio: self.cold_start_ratio.unwrap_or(d.cold_start_ratio),
+            cold_start_followers: self.cold_start_followers.unwrap_or(d.cold_start_followers),
+            cold_start_wait: self.cold_start_wait.unwrap_or(d.cold_start_wait),
+        }
+    }
 }
 
 /// RED metrics.
@@ -353,6 +394,7 @@ impl FileConfig {
         one(&mut self.export_command_line, over.export_command_line);
         one(&mut self.tls, over.tls);
         one(&mut self.syscall_hooks, over.syscall_hooks);
+        one(&mut self.watch_socket, over.watch_socket);
         self
     }
 
@@ -384,6 +426,11 @@ impl FileConfig {
         e.tls = Some(e.tls.unwrap_or(true));
         e.kubernetes = Some(e.kubernetes.unwrap_or_default());
         e.syscall_hooks = Some(e.syscall_hooks.unwrap_or_default());
+        e.watch_socket = Some(
+            e.watch_socket
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(crate::watch::DEFAULT_SOCKET)),
+        );
         e.semconv_stability_opt_in = var("OTEL_SEMCONV_STABILITY_OPT_IN");
         e.otlp = OtlpFile {
             endpoint: var("OTEL_EXPORTER_OTLP_ENDPOINT"),
@@ -415,6 +462,16 @@ impl FileConfig {
             max_export_batch_size: Some(batch.max_batch),
             max_queue_size: Some(batch.max_queue),
             export_timeout: Some(batch.export_timeout),
+        };
+        let f = e.findings.config();
+        e.findings = FindingsFile {
+            enabled: Some(f.enabled),
+            n_plus_one: Some(f.n_plus_one),
+            fan_out: Some(f.fan_out),
+            fan_out_gap: Some(f.fan_out_gap),
+            cold_start_ratio: Some(f.cold_start_ratio),
+            cold_start_followers: Some(f.cold_start_followers),
+            cold_start_wait: Some(f.cold_start_wait),
         };
         e.metrics.red = Some(e.metrics.red.unwrap_or(true));
         e.metrics.max_series = Some(e.metrics.max_series.unwrap_or(DEFAULT_MAX_SERIES));
@@ -556,6 +613,11 @@ mod tests {
         let c = parse(include_str!("../../deploy/tracewire.yaml")).unwrap();
         assert_eq!(c.exporter, Some(Exporter::Otlp));
         assert_eq!(c.sampling.tail.map(|t| t.policies.len()), Some(3));
+        assert_eq!(
+            c.findings.config(),
+            crate::span::analysis::FindingsConfig::default(),
+            "the example's findings section states the defaults"
+        );
     }
 
     /// The collector's tail_sampling section is accepted by the agent as it is.

@@ -21,3 +21,5 @@ pub mod sampling;
 pub mod span;
 #[cfg(feature = "runtime")]
 pub mod telemetry;
+#[cfg(feature = "runtime")]
+pub mod watch;

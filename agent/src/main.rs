@@ -41,9 +41,41 @@ enum Command {
     /// Print the configuration in effect (flags > environment > --config file > defaults) as
     /// YAML, which `--config` accepts back; exits non-zero if it is not valid.
     Config(RunArgs),
+    /// A live view of the traces the running agent exports: recent traces, and the selected
+    /// one's waterfall with its critical path and findings (root only: it reads the agent's
+    /// socket). `--once` prints one waterfall as text.
+    Watch(WatchArgs),
     /// Install this binary, the hardened systemd unit and /etc/tracewire/config.yaml (kept if
     /// present), then enable and start the service. Run once, as root.
     InstallSystemd(InstallArgs),
+}
+
+#[derive(Args, Debug)]
+struct WatchArgs {
+    /// The agent's socket (its --watch-socket).
+    #[arg(long, default_value = tracewire::watch::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Print the newest matching trace once it is complete, as plain text, and exit.
+    #[arg(long)]
+    once: bool,
+    /// Only traces with a span of this service.
+    #[arg(long)]
+    service: Option<String>,
+    /// Only traces at least this long, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    min_ms: u64,
+    /// Only traces with an error.
+    #[arg(long)]
+    errors: bool,
+    /// Only this trace (32 hex digits).
+    #[arg(long)]
+    trace: Option<String>,
+    /// --once: columns of the output.
+    #[arg(long, default_value_t = 100)]
+    width: usize,
+    /// --once: how long to wait for a matching trace, in seconds.
+    #[arg(long, default_value_t = 30)]
+    wait_secs: u64,
 }
 
 #[derive(Args, Debug)]
@@ -130,6 +162,10 @@ struct RunArgs {
     /// [default: auto]
     #[arg(long, value_enum)]
     syscall_hooks: Option<HooksKind>,
+    /// The root-only unix socket `tracewire watch` reads recent spans from.
+    /// [default: /run/tracewire/watch.sock]
+    #[arg(long, value_name = "PATH")]
+    watch_socket: Option<PathBuf>,
 }
 
 /// The command line in the config file's shape, so that one overlay gives flags precedence.
@@ -156,6 +192,7 @@ fn flags(args: &RunArgs) -> FileConfig {
             HooksKind::Fexit => config::SyscallHooks::Fexit,
             HooksKind::Tracepoints => config::SyscallHooks::Tracepoints,
         }),
+        watch_socket: args.watch_socket.clone(),
         ..FileConfig::default()
     }
 }
@@ -278,6 +315,8 @@ async fn run(c: FileConfig) -> anyhow::Result<()> {
         host_name: process::host_name(),
         export_command_line: c.export_command_line.unwrap_or(false),
         kubernetes: c.kubernetes.unwrap_or_default(),
+        findings: c.findings.config(),
+        watch_socket: c.watch_socket.clone(),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -287,6 +326,34 @@ async fn run(c: FileConfig) -> anyhow::Result<()> {
     });
     pipeline::run(settings, sink, stop_rx).await?;
     Ok(())
+}
+
+fn watch_traces(args: &WatchArgs) -> ExitCode {
+    use tracewire::watch;
+    let filter = watch::Filter {
+        service: args.service.clone(),
+        min_duration: Duration::from_millis(args.min_ms),
+        errors_only: args.errors,
+        trace_id: args.trace.clone(),
+    };
+    let result = if args.once {
+        watch::once(
+            &args.socket,
+            &filter,
+            args.width,
+            Duration::from_secs(args.wait_secs),
+        )
+        .map(|text| print!("{text}"))
+    } else {
+        watch::tui::run(&args.socket, filter)
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tracewire watch: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn wait_for_signal() {
@@ -326,6 +393,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let (command, args) = match cli.command {
         Some(Command::InstallSystemd(args)) => return install_systemd(&args),
+        Some(Command::Watch(args)) => return watch_traces(&args),
         Some(Command::Check(args)) => ("check", args),
         Some(Command::Config(args)) => ("config", args),
         Some(Command::Run(args)) => ("run", args),

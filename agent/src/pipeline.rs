@@ -50,6 +50,10 @@ pub struct Settings {
     pub export_command_line: bool,
     /// Pod names, namespaces and owners from the Kubernetes API (`kubernetes:` in the file).
     pub kubernetes: Kubernetes,
+    /// N+1, serial fan-out, cold start and critical path on the spans (`findings:`).
+    pub findings: span::analysis::FindingsConfig,
+    /// Where `tracewire watch` reads recent spans, if anywhere.
+    pub watch_socket: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +132,29 @@ pub async fn run(
         Sink::Stdout(_) => None,
     };
     let capture = Capture::start(&settings.capture)?;
+    // The watch socket is a convenience: failing to bind it is said, never fatal. Bound once
+    // the probes are attached, so an agent that cannot start leaves no socket behind.
+    let recent = settings
+        .watch_socket
+        .and_then(|path| match crate::watch::server::bind(&path) {
+            Ok(bound) => {
+                let recent = Arc::new(crate::watch::Recent::default());
+                tokio::spawn(crate::watch::server::serve(
+                    bound,
+                    Arc::clone(&recent),
+                    shutdown.clone(),
+                ));
+                Some(recent)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "cannot serve `tracewire watch` on {}: {e}; pass --watch-socket with a \
+                     writable path",
+                    path.display()
+                );
+                None
+            }
+        });
     TELEMETRY
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -147,6 +174,8 @@ pub async fn run(
         settings.span,
         settings.sampler,
         red,
+        settings.findings,
+        recent,
     ));
     let exporter = tokio::spawn(export::run(
         span_rx,

@@ -185,6 +185,10 @@ pub struct Telemetry {
     pub injection_active: AtomicBool,
     /// The syscalls are hooked by fexit (the fast path), not by tracepoints.
     pub syscall_hooks_fexit: AtomicBool,
+    /// Findings by kind: N+1, serial fan-out, cold start.
+    findings: [AtomicU64; 3],
+    /// Children whose parent span never came (or the family table was full).
+    pub analysis_orphans: AtomicU64,
     /// The kernel's counters (agent_common::KernelCounter), copied from the kernel.
     kernel: [AtomicU64; agent_common::KERNEL_COUNTERS as usize],
     /// Export requests by how long they took: counts per [`EXPORT_BUCKETS`] bound (+Inf last).
@@ -247,6 +251,8 @@ impl Telemetry {
             ready: AtomicBool::new(false),
             injection_active: AtomicBool::new(false),
             syscall_hooks_fexit: AtomicBool::new(false),
+            findings: [const { AtomicU64::new(0) }; 3],
+            analysis_orphans: AtomicU64::new(0),
             kernel: [ZERO; agent_common::KERNEL_COUNTERS as usize],
             export_buckets: [ZERO; EXPORT_BUCKETS.len() + 1],
             export_nanos: AtomicU64::new(0),
@@ -324,6 +330,14 @@ impl Telemetry {
         }
     }
 
+    pub fn count_finding(&self, finding: crate::span::analysis::Finding) {
+        self.findings[finding as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn findings(&self, finding: crate::span::analysis::Finding) -> u64 {
+        self.findings[finding as usize].load(Relaxed)
+    }
+
     /// Prometheus text exposition format.
     pub fn render_prometheus(&self) -> String {
         let mut out = String::with_capacity(4096);
@@ -395,6 +409,27 @@ impl Telemetry {
             "tracewire_export_errors_total",
             "Export calls that failed.",
             &[("", self.export_errors.load(Relaxed))],
+        );
+        {
+            use crate::span::analysis::Finding;
+            counter(
+                "tracewire_findings_total",
+                "Findings added to spans as events: N+1 calls, serial fan-out, cold starts.",
+                &[
+                    ("finding=\"n_plus_one\"", self.findings(Finding::NPlusOne)),
+                    (
+                        "finding=\"serial_fan_out\"",
+                        self.findings(Finding::SerialFanOut),
+                    ),
+                    ("finding=\"cold_start\"", self.findings(Finding::ColdStart)),
+                ],
+            );
+        }
+        counter(
+            "tracewire_analysis_orphans_total",
+            "Spans not judged with their siblings: their parent span never came within 30 s \
+             (sampled out, lost, or on another host) or too many parents were pending.",
+            &[("", self.analysis_orphans.load(Relaxed))],
         );
         let injection: Vec<(String, u64)> = INJECTION_OUTCOMES
             .iter()

@@ -8,6 +8,9 @@
 //                                               DOWNSTREAM/N with HttpURLConnection on the handling
 //                                               thread, then answers 200
 //
+//   java JavaHttp.java cold PORT MS             like server, but the first request takes MS ms longer
+//                                               (a lazy initialisation: the cold start)
+//
 // The client pins HTTP/1.1: HttpClient's default (HTTP_2) would add an h2c Upgrade offer to every
 // cleartext request, which is not the traffic these tests mean to produce.
 
@@ -30,6 +33,8 @@ public class JavaHttp {
     public static void main(String[] args) throws Exception {
         if (args.length == 2 && args[0].equals("server")) {
             serve(Integer.parseInt(args[1]));
+        } else if (args.length == 3 && args[0].equals("cold")) {
+            cold(Integer.parseInt(args[1]), Long.parseLong(args[2]));
         } else if (args.length == 3 && args[0].equals("proxy")) {
             proxy(Integer.parseInt(args[1]), args[2]);
         } else if (args.length >= 3 && args[0].equals("client")) {
@@ -44,6 +49,24 @@ public class JavaHttp {
         InetSocketAddress address = new InetSocketAddress(InetAddress.getByName("127.0.0.1"), port);
         HttpServer server = HttpServer.create(address, 0);
         server.createContext("/", JavaHttp::route);
+        server.start();
+        System.out.println("listening on 127.0.0.1:" + port);
+    }
+
+    static void cold(int port, long millis) throws IOException {
+        InetSocketAddress address = new InetSocketAddress(InetAddress.getByName("127.0.0.1"), port);
+        HttpServer server = HttpServer.create(address, 0);
+        java.util.concurrent.atomic.AtomicBoolean warm = new java.util.concurrent.atomic.AtomicBoolean();
+        server.createContext("/", exchange -> {
+            if (!warm.getAndSet(true)) {
+                try {
+                    Thread.sleep(millis);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+            }
+            route(exchange);
+        });
         server.start();
         System.out.println("listening on 127.0.0.1:" + port);
     }

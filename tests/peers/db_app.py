@@ -1,6 +1,7 @@
 """A web app with the classic N+1: GET /orders/N runs 20 identical queries
 `SELECT name FROM items WHERE id = %s` (ids N+1 .. N+20, wrapped into 1..100) on the process's one
-psycopg 3 connection to PostgreSQL, then answers 200 with a small JSON body; anything else is 404.
+psycopg 3 connection to PostgreSQL, then answers 200 with a small JSON body; GET /report runs a
+handful of distinct queries (no N+1: the control case); anything else is 404.
 
 The connection is made on the first request (module-level, under a lock that also serializes the
 requests' use of it), autocommit, so each query is one Parse/Bind/Describe/Execute/Sync exchange.
@@ -21,6 +22,13 @@ PORT, PG_PORT = int(sys.argv[1]), int(sys.argv[2])
 SSLMODE = sys.argv[3] if len(sys.argv) > 3 else "disable"
 THRESHOLD = sys.argv[4] if len(sys.argv) > 4 else "5"
 QUERIES = 20
+REPORT = [
+    "SELECT count(*) FROM items",
+    "SELECT max(id) FROM items",
+    "SELECT count(*) FROM orders",
+    "SELECT min(name) FROM items",
+    "SELECT count(*) FROM items WHERE id > 50",
+]
 ORDER = re.compile(r"^/orders/(\d+)$")
 
 _lock = threading.Lock()
@@ -49,6 +57,16 @@ class App(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):
+        if self.path == "/report":
+            with _lock:
+                conn = connection()
+                with conn.cursor() as cur:
+                    counts = []
+                    for sql in REPORT:
+                        cur.execute(sql)
+                        counts.append(str(cur.fetchone()[0]))
+            self.answer(200, {"report": counts})
+            return
         match = ORDER.match(self.path)
         if not match:
             self.answer(404, {"error": "not found", "path": self.path})

@@ -166,6 +166,11 @@ impl AgentGuard {
             .env("RUST_LOG", "info")
             .envs(selection.env.iter().map(|(k, v)| (k, v)))
             .args(selection.args());
+        // The watch socket in the test's own directory, unless the test names one: nothing
+        // of the run is left in /run.
+        if !selection.extra_args.iter().any(|a| a == "--watch-socket") {
+            command.arg("--watch-socket").arg(logs.join("watch.sock"));
+        }
 
         let shutdown = Shutdown::Signal {
             signal: libc::SIGINT,

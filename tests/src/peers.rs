@@ -431,6 +431,25 @@ impl Runtime {
         listening(guard, port, service_name)
     }
 
+    /// Starts the runtime in another server `mode` (`node_http.js fanout`, `JavaHttp.java
+    /// cold`) on a free port: its arguments are `mode PORT args...`.
+    pub fn start_mode(
+        self,
+        dir: &TempDir,
+        service_name: &str,
+        mode: &str,
+        args: &[String],
+    ) -> Result<PeerServer> {
+        let port = free_port()?;
+        let mut mode_args = vec![mode.to_string(), port.to_string()];
+        mode_args.extend_from_slice(args);
+        let (mut command, _) = self.command(&mode_args)?;
+        command.env("OTEL_SERVICE_NAME", service_name);
+        let name = format!("{}-{mode}", self.name());
+        let guard = ChildGuard::spawn(&name, &mut command, dir.path(), Shutdown::Kill)?;
+        listening(guard, port, service_name)
+    }
+
     /// Runs the runtime's client over `urls` in order (one process, so connections may be
     /// reused), sending `user_agent`; every response must have arrived.
     pub fn run_client(

@@ -9,15 +9,18 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use tracewire_tests::collector::{event_int, event_str};
 use tracewire_tests::db::{
     self, Db, MariaDbServer, PostgresServer, RedisServer, mariadb_client, psql, python_db_client,
     redis_cli,
 };
 use tracewire_tests::net::{http_get, loopback};
-use tracewire_tests::{AgentGuard, Export, OtlpProtocol, OtlpReceiver, SpanRecord, TempDir};
+use tracewire_tests::{
+    AgentGuard, Export, OtlpProtocol, OtlpReceiver, PeerServer, SpanRecord, TempDir,
+};
 
 /// The database client spans of one process, in start order.
 fn db_spans(receiver: &OtlpReceiver, pid: u32) -> Vec<SpanRecord> {
@@ -504,5 +507,70 @@ fn twenty_queries_of_one_request_hang_under_its_server_span() -> Result<()> {
             span.span.name
         );
     }
+    check_findings(&receiver, &app, &server, &spans)
+}
+
+/// The N+1 finding on the request's server span, its critical path, and none of it on a
+/// request that runs a handful of distinct queries.
+fn check_findings(
+    receiver: &OtlpReceiver,
+    app: &PeerServer,
+    server: &SpanRecord,
+    queries: &[SpanRecord],
+) -> Result<()> {
+    let found = server.events("tracewire.finding.n_plus_one");
+    ensure!(
+        found.len() == 1,
+        "the server span has {} N+1 findings, not 1: {:?}",
+        found.len(),
+        server.event_names()
+    );
+    let shape = event_str(found[0], "tracewire.finding.shape").unwrap_or_default();
+    ensure!(
+        event_int(found[0], "tracewire.finding.count") == Some(20)
+            && shape.starts_with("postgresql SELECT name FROM items WHERE id = $1 @127.0.0.1:"),
+        "N+1 finding: count {:?}, shape {shape:?}",
+        event_int(found[0], "tracewire.finding.count")
+    );
+    ensure!(
+        server.events("tracewire.finding.serial_fan_out").is_empty(),
+        "twenty queries to one database are not a fan-out: {:?}",
+        server.event_names()
+    );
+    // The critical path: the server span itself, then queries (they ran one after another).
+    let hex = |id: &[u8]| id.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let ids = server
+        .attr_strs("tracewire.critical_path.span_ids")
+        .context("no tracewire.critical_path.span_ids on the server span")?;
+    let self_ns = server
+        .attr_ints("tracewire.critical_path.self_ns")
+        .context("no tracewire.critical_path.self_ns on the server span")?;
+    let query_ids: Vec<String> = queries.iter().map(|q| hex(&q.span.span_id)).collect();
+    ensure!(
+        ids.len() == 21
+            && ids[0] == hex(&server.span.span_id)
+            && ids[1..].iter().all(|id| query_ids.iter().any(|q| q == id))
+            && self_ns.len() == ids.len(),
+        "critical path {ids:?} ({self_ns:?}) is not the server span then its 20 queries"
+    );
+    let duration = (server.span.end_time_unix_nano - server.span.start_time_unix_nano) as i64;
+    let total: i64 = self_ns.iter().sum();
+    ensure!(
+        (total - duration).abs() <= 1_000,
+        "the critical path adds up to {total} ns, the server span lasted {duration} ns"
+    );
+
+    let reply = http_get(loopback(app.port), "/report", Duration::from_secs(10))?;
+    ensure!(reply.status == 200, "/report answered {}", reply.status);
+    let report = receiver.wait_for_span("the /report server span", |s| {
+        s.kind() == SpanKind::Server
+            && s.pid() == Some(app.serving.pid)
+            && s.attr_str("url.path") == Some("/report")
+    })?;
+    ensure!(
+        report.span.events.is_empty(),
+        "five distinct queries raised findings: {:?}",
+        report.event_names()
+    );
     Ok(())
 }

@@ -169,6 +169,8 @@ fn apt(test_peers: bool) -> Result<()> {
             ("strace", "strace"),
             // `cargo xtask image`, which the test run builds once.
             ("buildah", "buildah"),
+            // The `tracewire watch` terminal view is driven in tmux.
+            ("tmux", "tmux"),
         ] {
             if needs(cmd) && !wanted.contains(&pkg) {
                 wanted.push(pkg);

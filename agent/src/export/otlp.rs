@@ -11,10 +11,10 @@ use std::{
 };
 
 use opentelemetry::{
-    InstrumentationScope, KeyValue,
+    Array, InstrumentationScope, KeyValue, StringValue, Value,
     trace::{
-        SpanContext, SpanId, SpanKind as OtelKind, Status as OtelStatus, TraceFlags, TraceId,
-        TraceState,
+        Event, SpanContext, SpanId, SpanKind as OtelKind, Status as OtelStatus, TraceFlags,
+        TraceId, TraceState,
     },
 };
 use opentelemetry_otlp::{
@@ -242,13 +242,33 @@ fn resource_of(
     Resource::builder_empty().with_attributes(attrs).build()
 }
 
+fn key_value(a: &crate::span::Attribute) -> KeyValue {
+    match &a.value {
+        AttrValue::Str(s) => KeyValue::new(a.key, s.clone()),
+        AttrValue::Int(i) => KeyValue::new(a.key, *i),
+        AttrValue::StrArray(v) => KeyValue::new(
+            a.key,
+            Value::Array(Array::String(
+                v.iter().map(|s| StringValue::from(s.clone())).collect(),
+            )),
+        ),
+        AttrValue::IntArray(v) => KeyValue::new(a.key, Value::Array(Array::I64(v.clone()))),
+    }
+}
+
 fn span_data(span: &Span, scope: &InstrumentationScope) -> SpanData {
-    let attributes = span
-        .attributes
+    let attributes = span.attributes.iter().map(key_value).collect();
+    let mut events = SpanEvents::default();
+    events.events = span
+        .events
         .iter()
-        .map(|a| match &a.value {
-            AttrValue::Str(s) => KeyValue::new(a.key, s.clone()),
-            AttrValue::Int(i) => KeyValue::new(a.key, *i),
+        .map(|e| {
+            Event::new(
+                e.name,
+                UNIX_EPOCH + Duration::from_nanos(e.time_unix_ns),
+                e.attributes.iter().map(key_value).collect(),
+                0,
+            )
         })
         .collect();
     SpanData {
@@ -276,7 +296,7 @@ fn span_data(span: &Span, scope: &InstrumentationScope) -> SpanData {
         end_time: UNIX_EPOCH + Duration::from_nanos(span.end_unix_ns),
         attributes,
         dropped_attributes_count: 0,
-        events: SpanEvents::default(),
+        events,
         links: SpanLinks::default(),
         status: match span.status {
             Status::Unset => OtelStatus::Unset,

@@ -2,7 +2,7 @@
 //! so the first run shows live traffic with nothing else installed.
 use std::io::Write as _;
 
-use crate::span::{AttrValue, Span, Status, hex, semconv as sc};
+use crate::span::{Span, Status, hex, semconv as sc};
 
 pub struct StdoutSink {
     out: std::io::Stdout,
@@ -37,8 +37,7 @@ impl Default for StdoutSink {
 
 fn text(span: &Span, key: &str) -> String {
     match span.attribute(key) {
-        Some(AttrValue::Str(s)) => s.clone(),
-        Some(AttrValue::Int(i)) => i.to_string(),
+        Some(value) => value.to_string(),
         None => "-".to_string(),
     }
 }
@@ -48,10 +47,7 @@ fn text(span: &Span, key: &str) -> String {
 /// operation and table) and the database's error code, `-` when it succeeded.
 fn target_and_status(span: &Span) -> (String, String) {
     if let Some(system) = span.attribute(sc::DB_SYSTEM_NAME) {
-        let system = match system {
-            AttrValue::Str(s) => s.clone(),
-            AttrValue::Int(i) => i.to_string(),
-        };
+        let system = system.to_string();
         let target = match span.attribute(sc::DB_NAMESPACE) {
             Some(_) => format!("{system}/{}", text(span, sc::DB_NAMESPACE)),
             None => system,
@@ -91,7 +87,20 @@ pub fn line(span: &Span) -> String {
         },
         hex(&span.trace_id),
         hex(&span.span_id),
-    )
+    ) + &findings(span)
+}
+
+/// ` findings=n_plus_one,cold_start` when the span has any, else nothing.
+fn findings(span: &Span) -> String {
+    if span.events.is_empty() {
+        return String::new();
+    }
+    let names: Vec<&str> = span
+        .events
+        .iter()
+        .map(|e| e.name.strip_prefix("tracewire.finding.").unwrap_or(e.name))
+        .collect();
+    format!(" findings={}", names.join(","))
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -130,6 +139,7 @@ mod tests {
             start_unix_ns: 1_764_115_201_000_000_000,
             end_unix_ns: 1_764_115_201_001_500_000,
             attributes,
+            events: Vec::new(),
             status,
             process: ProcessInfo::for_test("shop"),
         }

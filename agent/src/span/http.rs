@@ -283,6 +283,7 @@ pub(super) fn finish(
         start_unix_ns: clock.to_unix_ns(ex.start_ns),
         end_unix_ns: clock.to_unix_ns(ex.end_ns),
         attributes,
+        events: Vec::new(),
         status: if error { Status::Error } else { Status::Unset },
         process: std::sync::Arc::clone(&ex.conn.process),
     }
@@ -331,10 +332,7 @@ mod tests {
     }
 
     fn s(span: &Span, key: &str) -> Option<String> {
-        match span.attribute(key)? {
-            AttrValue::Str(v) => Some(v.clone()),
-            AttrValue::Int(v) => Some(v.to_string()),
-        }
+        span.attribute(key).map(AttrValue::to_string)
     }
 
     #[test]

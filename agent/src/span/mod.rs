@@ -1,5 +1,6 @@
 //! Spans: the one type that flows from reassembly to export, built from exchanges with the
 //! OpenTelemetry semantic conventions, and the clock that dates them.
+pub mod analysis;
 pub mod context;
 pub mod db;
 pub mod http;
@@ -29,6 +30,40 @@ impl SpanKind {
 pub enum AttrValue {
     Str(String),
     Int(i64),
+    StrArray(Vec<String>),
+    IntArray(Vec<i64>),
+}
+
+impl AttrValue {
+    /// Bytes on the heap, for memory accounting.
+    pub fn heap_len(&self) -> usize {
+        match self {
+            AttrValue::Str(s) => s.len(),
+            AttrValue::Int(_) => 0,
+            AttrValue::StrArray(v) => v.iter().map(|s| s.len() + 24).sum(),
+            AttrValue::IntArray(v) => v.len() * 8,
+        }
+    }
+}
+
+/// Strings as they are, numbers in decimal, arrays comma-separated.
+impl std::fmt::Display for AttrValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttrValue::Str(s) => f.write_str(s),
+            AttrValue::Int(i) => write!(f, "{i}"),
+            AttrValue::StrArray(v) => f.write_str(&v.join(",")),
+            AttrValue::IntArray(v) => {
+                for (n, i) in v.iter().enumerate() {
+                    if n > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{i}")?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -51,6 +86,30 @@ impl Attribute {
             value: AttrValue::Int(value),
         }
     }
+
+    pub fn strs(key: &'static str, value: Vec<String>) -> Self {
+        Attribute {
+            key,
+            value: AttrValue::StrArray(value),
+        }
+    }
+
+    pub fn ints(key: &'static str, value: Vec<i64>) -> Self {
+        Attribute {
+            key,
+            value: AttrValue::IntArray(value),
+        }
+    }
+}
+
+/// Something that happened during a span (OpenTelemetry span event): here, the findings of
+/// [`analysis`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpanEvent {
+    pub name: &'static str,
+    /// Nanoseconds since the Unix epoch.
+    pub time_unix_ns: u64,
+    pub attributes: Vec<Attribute>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +134,8 @@ pub struct Span {
     pub start_unix_ns: u64,
     pub end_unix_ns: u64,
     pub attributes: Vec<Attribute>,
+    /// Findings about its children (N+1, serial fan-out) or itself (cold start).
+    pub events: Vec<SpanEvent>,
     pub status: Status,
     /// The process that served or made the request: the span's resource.
     pub process: Arc<ProcessInfo>,
@@ -166,19 +227,46 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// The span stage: notices in, spans out to the export queue, until the input closes. Trace
 /// contexts are decided as requests start, in the order reassembly saw them. With RED metrics
-/// on, every finished request is measured, sampled or not.
+/// on, every finished request is measured, sampled or not. Exported spans go through
+/// [`analysis`] first.
 pub async fn run(
     mut notices: tokio::sync::mpsc::Receiver<crate::reassembly::Notice>,
     spans: tokio::sync::mpsc::Sender<Span>,
     opts: http::SpanOptions,
     sampler: crate::sampling::head::Sampler,
     red: Option<std::sync::Arc<std::sync::Mutex<crate::export::red::Red>>>,
+    findings: analysis::FindingsConfig,
+    recent: Option<std::sync::Arc<crate::watch::Recent>>,
 ) {
+    let send = |span: Span| {
+        if let Some(recent) = &recent {
+            recent.record(&span);
+        }
+        crate::export::enqueue(&spans, span);
+    };
     use crate::reassembly::Notice;
     use std::sync::atomic::Ordering::Relaxed;
     let clock = Clock::new();
     let mut contexts = context::ContextTracker::with_sampler(65536, sampler);
-    while let Some(notice) = notices.recv().await {
+    let mut analyzer = analysis::Analyzer::new(findings);
+    let mut ready: Vec<Span> = Vec::new();
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let notice = tokio::select! {
+            notice = notices.recv() => match notice {
+                Some(notice) => notice,
+                None => break,
+            },
+            _ = tick.tick() => {
+                analyzer.tick(std::time::Instant::now(), &mut ready);
+                crate::telemetry::TELEMETRY
+                    .analysis_orphans
+                    .store(analyzer.orphans, Relaxed);
+                ready.drain(..).for_each(send);
+                continue;
+            }
+        };
         match notice {
             Notice::Started(req) => contexts.start(&req),
             Notice::Abandoned { id, tgid } => {
@@ -210,10 +298,13 @@ pub async fn run(
                 crate::telemetry::TELEMETRY
                     .spans_built
                     .fetch_add(1, Relaxed);
-                crate::export::enqueue(&spans, span);
+                analyzer.process(span, std::time::Instant::now(), &mut ready);
+                ready.drain(..).for_each(send);
             }
         }
     }
+    analyzer.drain(&mut ready);
+    ready.drain(..).for_each(send);
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 
-pub use record::{SpanQuery, SpanRecord, flatten, path_of_url};
+pub use record::{SpanQuery, SpanRecord, event_int, event_str, flatten, path_of_url};
 
 /// How long a test waits for a span: agent batches go out every 200 ms in tests, so this is
 /// generous even for a JVM's first request.

@@ -7,6 +7,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::Event;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 
@@ -80,6 +81,32 @@ impl SpanRecord {
 
     pub fn resource_attr(&self, key: &str) -> Option<&Value> {
         find(&self.resource, key)
+    }
+
+    /// The attribute if it is an array of strings.
+    pub fn attr_strs(&self, key: &str) -> Option<Vec<&str>> {
+        match self.attr(key)? {
+            Value::ArrayValue(a) => a.values.iter().map(|v| as_str(v.value.as_ref())).collect(),
+            _ => None,
+        }
+    }
+
+    /// The attribute if it is an array of ints.
+    pub fn attr_ints(&self, key: &str) -> Option<Vec<i64>> {
+        match self.attr(key)? {
+            Value::ArrayValue(a) => a.values.iter().map(|v| as_int(v.value.as_ref())).collect(),
+            _ => None,
+        }
+    }
+
+    /// The span's events named `name`.
+    pub fn events(&self, name: &str) -> Vec<&Event> {
+        self.span.events.iter().filter(|e| e.name == name).collect()
+    }
+
+    /// Names of all its events.
+    pub fn event_names(&self) -> Vec<&str> {
+        self.span.events.iter().map(|e| e.name.as_str()).collect()
     }
 
     pub fn resource_str(&self, key: &str) -> Option<&str> {
@@ -214,6 +241,16 @@ impl fmt::Display for SpanQuery {
             self.kind, self.pid, self.path
         )
     }
+}
+
+/// An event's attribute if it is an int.
+pub fn event_int(event: &Event, key: &str) -> Option<i64> {
+    as_int(find(&event.attributes, key))
+}
+
+/// An event's attribute if it is a string.
+pub fn event_str<'a>(event: &'a Event, key: &str) -> Option<&'a str> {
+    as_str(find(&event.attributes, key))
 }
 
 #[cfg(test)]

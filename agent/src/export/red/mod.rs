@@ -169,6 +169,7 @@ impl From<&AttrValue> for Val {
         match v {
             AttrValue::Str(s) => Val::Str(s.clone()),
             AttrValue::Int(i) => Val::Int(*i),
+            other => Val::Str(other.to_string()),
         }
     }
 }
@@ -431,7 +432,7 @@ fn push_attr(key: &mut Key, span: &Span, name: &'static str) {
 fn str_attr<'a>(span: &'a Span, name: &str) -> Option<&'a str> {
     match span.attribute(name)? {
         AttrValue::Str(s) => Some(s),
-        AttrValue::Int(_) => None,
+        _ => None,
     }
 }
 

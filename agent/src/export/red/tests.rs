@@ -20,6 +20,7 @@ fn span(kind: SpanKind, service: &str, attributes: Vec<Attribute>, dur_ns: u64) 
         start_unix_ns: START + 1_000,
         end_unix_ns: START + 1_000 + dur_ns,
         attributes,
+        events: Vec::new(),
         status: Status::Unset,
         process: ProcessInfo::for_test(service),
     }

@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::span::{AttrValue, Span};
+use crate::span::Span;
 
 /// A span's share of `max_buffered_bytes`: its struct, a fixed allowance for allocator and
 /// table overhead, and the lengths of its strings (attribute keys counted too, as they are
@@ -31,16 +31,20 @@ fn estimate_bytes(span: &Span) -> usize {
     let attrs: usize = span
         .attributes
         .iter()
-        .map(|a| {
-            std::mem::size_of::<crate::span::Attribute>()
-                + a.key.len()
-                + match &a.value {
-                    AttrValue::Str(s) => s.len(),
-                    AttrValue::Int(_) => 0,
-                }
+        .map(|a| std::mem::size_of::<crate::span::Attribute>() + a.key.len() + a.value.heap_len())
+        .sum();
+    let events: usize = span
+        .events
+        .iter()
+        .map(|e| {
+            std::mem::size_of::<crate::span::SpanEvent>()
+                + e.attributes
+                    .iter()
+                    .map(|a| std::mem::size_of::<crate::span::Attribute>() + a.value.heap_len())
+                    .sum::<usize>()
         })
         .sum();
-    OVERHEAD + span.name.len() + span.tracestate.as_ref().map_or(0, String::len) + attrs
+    OVERHEAD + span.name.len() + span.tracestate.as_ref().map_or(0, String::len) + attrs + events
 }
 
 /// A trace waiting for its decision, with what the policies look at kept up to date.
@@ -291,6 +295,7 @@ mod tests {
             start_unix_ns: start,
             end_unix_ns: start + ms * 1_000_000,
             attributes: vec![Attribute::str("http.request.method", "GET")],
+            events: Vec::new(),
             status,
             process: process(),
         }

@@ -58,10 +58,7 @@ fn span_of(db: DbExchange) -> Span {
 }
 
 fn s(span: &Span, key: &str) -> Option<String> {
-    match span.attribute(key)? {
-        AttrValue::Str(v) => Some(v.clone()),
-        AttrValue::Int(v) => Some(v.to_string()),
-    }
+    span.attribute(key).map(AttrValue::to_string)
 }
 
 fn keys_are_unique(span: &Span) {
