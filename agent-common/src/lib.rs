@@ -28,6 +28,8 @@ pub enum EventKind {
     ProcessExit = 5,
     /// The TLS plaintext a thread wrote last ([`DATA_TLS_UNBOUND`]) belongs to this socket.
     TlsBind = 6,
+    /// Bytes a traced process wrote to its stdout or stderr (`fd` 1 or 2), with `logs` on.
+    Log = 7,
 }
 
 /// Bytes of a process's environment block sent with [`EventKind::ProcessEnv`].
@@ -196,6 +198,10 @@ pub struct ProbeConfig {
     /// A trace the kernel starts is sampled when its id's last 8 bytes (big endian) shifted
     /// right by one are below this bound: the Go SDK's ratio rule; u64::MAX samples all.
     pub root_sample_bound: u64,
+    /// Non-zero: writes of traced processes to their stdout and stderr (fds 1 and 2) are sent
+    /// as [`EventKind::Log`] records (`logs.enabled`: their lines become OTLP log records).
+    pub logs: u32,
+    pub _pad_logs: u32,
 }
 
 pub const SELECT_PID: u32 = 1;
@@ -294,7 +300,7 @@ const _: () = assert!(core::mem::size_of::<ConnOpenEvent>() == 48 + 40 + 16);
 const _: () = assert!(core::mem::size_of::<TraceCtx>() == 40);
 const _: () = assert!(core::mem::size_of::<DataEvent>() == 48 + 40 + MAX_CAPTURE);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 16 + 80 + 16);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 16 + 80 + 16 + 8);
 const _: () = assert!(core::mem::size_of::<SockInfo>() == 24);
 const _: () = assert!(MAX_CAPTURE.is_power_of_two());
 

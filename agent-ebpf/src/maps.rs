@@ -41,6 +41,8 @@ pub static CONFIG: ProbeConfig = ProbeConfig {
     inject: 0,
     parent_based: 0,
     root_sample_bound: 0,
+    logs: 0,
+    _pad_logs: 0,
 };
 
 /// The configuration, behind a pointer the compiler cannot see through, so it cannot fold the

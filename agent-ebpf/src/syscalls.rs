@@ -445,12 +445,18 @@ pub fn begin(
     len: u64,
     start_ns: u64,
 ) -> Option<InFlight> {
-    let sk = traced_sock(cfg, pid_tgid, fd)?;
-    let first_len = if cfg.inject != 0 && direction == Direction::Egress && inject::in_scope() {
-        first_buffer_len(kind, ptr, len)
-    } else {
-        0
+    // A socket to capture, or (sock 0) a traced process's stdout/stderr write with `logs` on.
+    let sk = match traced_sock(cfg, pid_tgid, fd) {
+        Some(sk) => sk,
+        None if log_write(cfg, pid_tgid, fd, kind, direction) => 0,
+        None => return None,
     };
+    let first_len =
+        if cfg.inject != 0 && sk != 0 && direction == Direction::Egress && inject::in_scope() {
+            first_buffer_len(kind, ptr, len)
+        } else {
+            0
+        };
     Some(InFlight {
         fd,
         kind,
@@ -462,6 +468,22 @@ pub fn begin(
         _pad: [0; 7],
         first_len,
     })
+}
+
+/// A write to stdout or stderr (fd 1 or 2) by a process with a tracked connection, with
+/// `logs` on: its bytes are a log line of the request the thread serves (user space decides
+/// which, and whether any).
+#[inline(always)]
+fn log_write(cfg: &ProbeConfig, pid_tgid: u64, fd: u32, kind: u32, direction: Direction) -> bool {
+    if cfg.logs == 0 || direction != Direction::Egress || !(fd == 1 || fd == 2) {
+        return false;
+    }
+    if kind != KIND_BUF && kind != KIND_IOVEC {
+        return false;
+    }
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: map lookup; only presence is used.
+    unsafe { ENV_SENT.get(&tgid) }.is_some()
 }
 
 /// Length of the first buffer a write passes: its buffer, or its first iovec.
@@ -651,7 +673,12 @@ pub fn finish<C: EbpfContext, const STAGED: bool>(
     // or is about to call, OpenSSL on it.
     // A client's first request often leaves in one write with its last handshake records
     // (TLS 1.3: change-cipher-spec, then encrypted records), so any record type counts.
-    if captured >= 2 && scratch.event.data[1] == 3 && (20..=23).contains(&scratch.event.data[0]) {
+    let log = call.sock == 0;
+    if !log
+        && captured >= 2
+        && scratch.event.data[1] == 3
+        && (20..=23).contains(&scratch.event.data[0])
+    {
         if call.direction == Direction::Ingress as u8 {
             tls::note_tls_read(pid_tgid, call.fd, end_ns);
         } else if tls::take_pending_write(pid_tgid, call.fd, call.start_ns) {
@@ -663,12 +690,13 @@ pub fn finish<C: EbpfContext, const STAGED: bool>(
             return;
         }
     }
-    let mut head = header(EventKind::Data, pid_tgid, call.fd, call.sock);
+    let kind = if log { EventKind::Log } else { EventKind::Data };
+    let mut head = header(kind, pid_tgid, call.fd, call.sock);
     head.direction = call.direction;
     head.start_ns = call.start_ns;
     head.end_ns = end_ns;
     stage(scratch, head, moved, captured);
-    if STAGED && cfg.inject != 0 {
+    if STAGED && cfg.inject != 0 && !log {
         // The context stage decides the record's trace context and sends it; it only returns
         // here if the tail call failed.
         // SAFETY: the slot holds a program of this type, loaded by user space.

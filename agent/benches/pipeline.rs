@@ -98,7 +98,7 @@ fn spans_into(
                     spans += 1;
                 }
             }
-            Notice::Abandoned { .. } => {}
+            Notice::Abandoned { .. } | Notice::Log(_) => {}
         }
     }
     spans

@@ -37,6 +37,8 @@ pub enum ConfigError {
         value: String,
         allowed: &'static str,
     },
+    #[error("{key} is not valid: {reason}")]
+    Invalid { key: String, reason: String },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -117,6 +119,7 @@ pub struct FileConfig {
     pub batch: BatchFile,
     pub metrics: MetricsFile,
     pub findings: FindingsFile,
+    pub logs: LogsFile,
 }
 
 /// `OTEL_EXPORTER_OTLP_*`.
@@ -197,6 +200,45 @@ impl FindingsFile {
             cold_start_followers: self.cold_start_followers.unwrap_or(d.cold_start_followers),
             cold_start_wait: self.cold_start_wait.unwrap_or(d.cold_start_wait),
         }
+    }
+}
+
+/// Logs tied to traces (`logs:` in the file, `--export-logs`). See `span::logs`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsFile {
+    /// Default false: stdout/stderr lines carry what the program prints, secrets included.
+    pub enabled: Option<bool>,
+    /// Per process (default 100).
+    pub max_lines_per_second: Option<u32>,
+    /// Longer lines are cut (default 2048).
+    pub max_line_bytes: Option<usize>,
+    /// Regular expressions whose matches are blanked before export (default: values after
+    /// password/secret/token/api_key/authorization keys).
+    pub redact: Option<Vec<String>>,
+}
+
+impl LogsFile {
+    /// The settings, or which pattern does not compile.
+    pub fn config(&self) -> Result<crate::span::logs::LogsConfig, ConfigError> {
+        let patterns = self
+            .redact
+            .clone()
+            .unwrap_or_else(|| vec![crate::span::logs::DEFAULT_REDACT.to_string()]);
+        let redact = patterns
+            .iter()
+            .map(|p| {
+                regex::Regex::new(p).map_err(|e| ConfigError::Invalid {
+                    key: "logs.redact".into(),
+                    reason: format!("{p:?}: {e}"),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(crate::span::logs::LogsConfig {
+            max_lines_per_second: self.max_lines_per_second.unwrap_or(100),
+            max_line_bytes: self.max_line_bytes.unwrap_or(2048).max(16),
+            redact,
+        })
     }
 }
 
@@ -395,6 +437,7 @@ impl FileConfig {
         one(&mut self.tls, over.tls);
         one(&mut self.syscall_hooks, over.syscall_hooks);
         one(&mut self.watch_socket, over.watch_socket);
+        one(&mut self.logs.enabled, over.logs.enabled);
         self
     }
 
@@ -463,6 +506,7 @@ impl FileConfig {
             max_queue_size: Some(batch.max_queue),
             export_timeout: Some(batch.export_timeout),
         };
+        e.logs.enabled = Some(e.logs.enabled.unwrap_or(false));
         let f = e.findings.config();
         e.findings = FindingsFile {
             enabled: Some(f.enabled),

@@ -162,6 +162,11 @@ struct RunArgs {
     /// [default: auto]
     #[arg(long, value_enum)]
     syscall_hooks: Option<HooksKind>,
+    /// Export what traced processes write to stdout/stderr while serving a request as OTLP log
+    /// records with that request's trace id (needs the OTLP exporter; `logs:` in the config
+    /// file tunes rate, size and redaction). Off: lines can hold anything.
+    #[arg(long)]
+    export_logs: bool,
     /// The root-only unix socket `tracewire watch` reads recent spans from.
     /// [default: /run/tracewire/watch.sock]
     #[arg(long, value_name = "PATH")]
@@ -193,6 +198,10 @@ fn flags(args: &RunArgs) -> FileConfig {
             HooksKind::Tracepoints => config::SyscallHooks::Tracepoints,
         }),
         watch_socket: args.watch_socket.clone(),
+        logs: config::LogsFile {
+            enabled: args.export_logs.then_some(true),
+            ..config::LogsFile::default()
+        },
         ..FileConfig::default()
     }
 }
@@ -228,6 +237,7 @@ fn capture_config(c: &FileConfig) -> anyhow::Result<CaptureConfig> {
         inject_cgroups: c.inject_cgroups.clone(),
         tls: c.tls.unwrap_or(true),
         syscall_hooks: c.syscall_hooks.unwrap_or_default(),
+        logs: c.logs.enabled.unwrap_or(false) && c.exporter == Some(Exporter::Otlp),
         sampler: Sampler::from_env()?,
         drain_interval: Duration::from_millis(10),
     })
@@ -317,6 +327,15 @@ async fn run(c: FileConfig) -> anyhow::Result<()> {
         kubernetes: c.kubernetes.unwrap_or_default(),
         findings: c.findings.config(),
         watch_socket: c.watch_socket.clone(),
+        logs: if logs_on(&c) {
+            Some((
+                c.logs.config()?,
+                MetricsExportConfig::logs_from_env()?,
+                TlsFiles::from_env(Signal::Logs)?,
+            ))
+        } else {
+            None
+        },
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -326,6 +345,17 @@ async fn run(c: FileConfig) -> anyhow::Result<()> {
     });
     pipeline::run(settings, sink, stop_rx).await?;
     Ok(())
+}
+
+/// Logs are exported only over OTLP: stdout is for spans.
+fn logs_on(c: &FileConfig) -> bool {
+    let wanted = c.logs.enabled.unwrap_or(false);
+    if wanted && c.exporter != Some(Exporter::Otlp) {
+        tracing::warn!(
+            "logs.enabled needs the OTLP exporter (--exporter otlp): no logs are exported"
+        );
+    }
+    wanted && c.exporter == Some(Exporter::Otlp)
 }
 
 fn watch_traces(args: &WatchArgs) -> ExitCode {

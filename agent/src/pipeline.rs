@@ -31,6 +31,8 @@ use crate::{
 const EVENT_QUEUE: usize = 8192;
 /// Request starts and exchanges between reassembly and span building.
 const NOTICE_QUEUE: usize = 16384;
+/// Log records waiting for the log exporter.
+const LOG_QUEUE: usize = 4096;
 
 pub struct Settings {
     pub capture: CaptureConfig,
@@ -54,6 +56,8 @@ pub struct Settings {
     pub findings: span::analysis::FindingsConfig,
     /// Where `tracewire watch` reads recent spans, if anywhere.
     pub watch_socket: Option<std::path::PathBuf>,
+    /// Logs tied to traces: the tap's settings and where the records go (OTLP only).
+    pub logs: Option<(span::logs::LogsConfig, MetricsExportConfig, TlsFiles)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +166,20 @@ pub async fn run(
     let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
     let (notice_tx, notice_rx) = mpsc::channel(NOTICE_QUEUE);
     let (span_tx, span_rx) = mpsc::channel(settings.batch.max_queue);
+    let (log_tap, log_exporter) = match settings.logs {
+        Some((cfg, export, tls)) => {
+            let (tx, rx) = mpsc::channel(LOG_QUEUE);
+            let exporter = tokio::spawn(export::otlp_logs::run(
+                export,
+                tls,
+                rx,
+                settings.host_name.clone(),
+                shutdown.clone(),
+            ));
+            (Some(span::logs::LogTap::new(cfg, tx)), Some(exporter))
+        }
+        None => (None, None),
+    };
 
     let table = ConnTable::new(
         settings.limits,
@@ -171,11 +189,14 @@ pub async fn run(
     let spans = tokio::spawn(span::run(
         notice_rx,
         span_tx,
-        settings.span,
-        settings.sampler,
-        red,
-        settings.findings,
-        recent,
+        span::Stage {
+            opts: settings.span,
+            sampler: settings.sampler,
+            red,
+            findings: settings.findings,
+            recent,
+            logs: log_tap,
+        },
     ));
     let exporter = tokio::spawn(export::run(
         span_rx,
@@ -194,6 +215,9 @@ pub async fn run(
     }
     if let Some(w) = pod_watch {
         let _ = w.await;
+    }
+    if let Some(l) = log_exporter {
+        let _ = l.await;
     }
     captured?;
     Ok(())

@@ -75,10 +75,19 @@ pub enum Drop {
     ShutdownDeadline,
     /// Spans the collector refused in a partial-success answer (OTLP says: log, do not retry).
     CollectorRejected,
+    /// A stdout/stderr line written while its thread served no request (or several): not
+    /// exported (`logs.enabled`).
+    LogOutsideRequest,
+    /// Log lines over a process's `logs.max_lines_per_second`.
+    LogRateLimited,
+    /// Log lines dropped because the log export queue was full.
+    LogQueueFull,
+    /// Log records the collector did not take (export failed).
+    LogExportFailed,
 }
 
 impl Drop {
-    pub const ALL: [Drop; 28] = [
+    pub const ALL: [Drop; 32] = [
         Drop::KernelRingFull,
         Drop::EventQueueFull,
         Drop::MalformedRecord,
@@ -107,6 +116,10 @@ impl Drop {
         Drop::TlsUnbound,
         Drop::ShutdownDeadline,
         Drop::CollectorRejected,
+        Drop::LogOutsideRequest,
+        Drop::LogRateLimited,
+        Drop::LogQueueFull,
+        Drop::LogExportFailed,
     ];
 
     pub fn label(self) -> &'static str {
@@ -138,6 +151,10 @@ impl Drop {
             Drop::TlsHandshakeOnly => "tls_handshake_only",
             Drop::TlsUnbound => "tls_unbound",
             Drop::ShutdownDeadline => "shutdown_deadline",
+            Drop::LogOutsideRequest => "log_outside_request",
+            Drop::LogRateLimited => "log_rate_limited",
+            Drop::LogQueueFull => "log_queue_full",
+            Drop::LogExportFailed => "log_export_failed",
             Drop::CollectorRejected => "collector_rejected",
         }
     }
@@ -170,6 +187,7 @@ pub struct Telemetry {
     pub events_data: AtomicU64,
     pub events_close: AtomicU64,
     pub events_process: AtomicU64,
+    pub events_log: AtomicU64,
     pub bytes_captured: AtomicU64,
     pub bytes_seen: AtomicU64,
     pub requests_parsed: AtomicU64,
@@ -240,6 +258,7 @@ impl Telemetry {
             events_data: AtomicU64::new(0),
             events_close: AtomicU64::new(0),
             events_process: AtomicU64::new(0),
+            events_log: AtomicU64::new(0),
             bytes_captured: AtomicU64::new(0),
             bytes_seen: AtomicU64::new(0),
             requests_parsed: AtomicU64::new(0),
@@ -360,6 +379,7 @@ impl Telemetry {
                 ("kind=\"data\"", self.events_data.load(Relaxed)),
                 ("kind=\"close\"", self.events_close.load(Relaxed)),
                 ("kind=\"process\"", self.events_process.load(Relaxed)),
+                ("kind=\"log\"", self.events_log.load(Relaxed)),
             ],
         );
         counter(

@@ -27,12 +27,7 @@ function serve(port) {
     });
     res.end(body);
   });
-  server.listen(port, '127.0.0.1', () => {
-    console.log(`listening on 127.0.0.1:${port}`);
-  });
-  for (const signal of ['SIGINT', 'SIGTERM']) {
-    process.on(signal, () => server.close(() => process.exit(0)));
-  }
+  listen(server, port);
 }
 
 function proxy(port, downstream) {
@@ -52,12 +47,7 @@ function proxy(port, downstream) {
       },
     );
   });
-  server.listen(port, '127.0.0.1', () => {
-    console.log(`listening on 127.0.0.1:${port}`);
-  });
-  for (const signal of ['SIGINT', 'SIGTERM']) {
-    process.on(signal, () => server.close(() => process.exit(0)));
-  }
+  listen(server, port);
 }
 
 function fanout(port, urls) {
@@ -93,6 +83,12 @@ function fanout(port, urls) {
       },
     );
   });
+  listen(server, port);
+}
+
+// Listens on 127.0.0.1:port, says so on stdout (the harness waits for it), and closes on
+// SIGINT/SIGTERM.
+function listen(server, port) {
   server.listen(port, '127.0.0.1', () => {
     console.log(`listening on 127.0.0.1:${port}`);
   });

@@ -180,6 +180,20 @@ pub fn python_http_server(dir: &TempDir, service_name: &str) -> Result<PeerServe
     listening(guard, port, service_name)
 }
 
+/// `peers/logging_server.py`: a ThreadingHTTPServer whose handler writes one line to stderr per
+/// request (`handling PATH for user=bob password=hunter2`), then http.server's access line.
+pub fn python_logging_server(dir: &TempDir, service_name: &str) -> Result<PeerServer> {
+    let port = free_port()?;
+    let mut command = Command::new(python_interpreter()?);
+    command
+        .arg(crate::peers_dir().join("logging_server.py"))
+        .arg(port.to_string())
+        .env("OTEL_SERVICE_NAME", service_name)
+        .env("PYTHONUNBUFFERED", "1");
+    let guard = ChildGuard::spawn("python-logging", &mut command, dir.path(), Shutdown::Kill)?;
+    listening(guard, port, service_name)
+}
+
 /// `peers/python_front.py`: a ThreadingHTTPServer whose `GET /front/N` calls
 /// `http://127.0.0.1:{backend_port}/back/N` on the handling thread, then answers 200.
 pub fn python_front_server(

@@ -122,6 +122,21 @@ pub enum CaptureEvent {
     ProcessExit {
         tgid: u32,
     },
+    /// Bytes a traced process wrote to its stdout or stderr (`logs.enabled`).
+    Log(LogChunk),
+}
+
+/// One write to stdout (`fd` 1) or stderr (2): possibly several lines, or part of one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogChunk {
+    pub tgid: u32,
+    pub tid: u32,
+    pub fd: u32,
+    /// CLOCK_MONOTONIC: when the write returned.
+    pub ts_ns: u64,
+    pub payload: Bytes,
+    /// The write moved more than was captured.
+    pub truncated: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -206,6 +221,17 @@ pub fn decode(record: &[u8]) -> Result<CaptureEvent, DecodeError> {
             } else {
                 CaptureEvent::Data(chunk)
             })
+        }
+        k if k == EventKind::Log as u8 => {
+            let bytes = payload(record, &header)?;
+            Ok(CaptureEvent::Log(LogChunk {
+                tgid: header.tgid,
+                tid: header.tid,
+                fd: header.fd,
+                ts_ns: header.end_ns,
+                payload: Bytes::copy_from_slice(bytes),
+                truncated: header.total_len > header.captured_len,
+            }))
         }
         k if k == EventKind::TlsBind as u8 => Ok(CaptureEvent::TlsBind {
             key,

@@ -237,6 +237,8 @@ pub struct CaptureConfig {
     pub tls: bool,
     /// `--syscall-hooks`: fexit, tracepoints, or the best this kernel allows.
     pub syscall_hooks: SyscallHooks,
+    /// Send traced processes' stdout/stderr writes (`logs.enabled`).
+    pub logs: bool,
     /// The sampler, whose root rule the kernel applies to traces it starts.
     pub sampler: crate::sampling::head::Sampler,
     /// Drain period of the ring buffer when nothing woke the reader.
@@ -658,6 +660,8 @@ fn load_object(
         inject: u32::from(inject),
         parent_based: u32::from(parent_based),
         root_sample_bound,
+        logs: u32::from(cfg.logs),
+        _pad_logs: 0,
     };
     let max_conns = cfg.max_connections.max(1024);
     let ebpf = EbpfLoader::new()
@@ -802,6 +806,7 @@ fn drain(
                     CaptureEvent::ProcessService { .. } | CaptureEvent::ProcessExit { .. } => {
                         &TELEMETRY.events_process
                     }
+                    CaptureEvent::Log(_) => &TELEMETRY.events_log,
                 }
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if events.try_send(ev).is_err() {

@@ -1,6 +1,7 @@
 //! Export: batches spans from a bounded queue and hands them to a sink (OTLP or the terminal).
 pub mod metrics;
 pub mod otlp;
+pub mod otlp_logs;
 pub mod otlp_metrics;
 pub mod red;
 pub mod resource;

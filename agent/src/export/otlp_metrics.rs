@@ -10,10 +10,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, metrics_service_client::MetricsServiceClient,
-};
-use prost::Message as _;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use tokio::sync::watch;
 
 use super::{otlp::Transport, red::Red, tls::TlsFiles};
@@ -22,11 +19,11 @@ use crate::telemetry::TELEMETRY;
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsExportError {
     #[error(
-        "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL / OTEL_EXPORTER_OTLP_PROTOCOL={0} is not supported; use grpc or http/protobuf"
+        "OTEL_EXPORTER_OTLP_(METRICS_|LOGS_)PROTOCOL / OTEL_EXPORTER_OTLP_PROTOCOL={0} is not supported; use grpc or http/protobuf"
     )]
     Protocol(String),
     #[error(
-        "OTLP metrics endpoint {endpoint:?} is not a valid URI: {reason}; check OTEL_EXPORTER_OTLP_(METRICS_)ENDPOINT"
+        "OTLP endpoint {endpoint:?} is not a valid URI: {reason}; check OTEL_EXPORTER_OTLP_(METRICS_|LOGS_)ENDPOINT"
     )]
     Endpoint { endpoint: String, reason: String },
 }
@@ -43,16 +40,36 @@ pub struct MetricsExportConfig {
     pub interval: Duration,
 }
 
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
 impl MetricsExportConfig {
     pub fn from_env() -> Result<Self, MetricsExportError> {
-        Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+        Self::from_lookup(env_var)
     }
 
-    /// Signal-specific variables win over the generic ones, as the specification says.
+    /// Where OTLP logs go: the same variables with `LOGS` for `METRICS` (no interval).
+    pub fn logs_from_env() -> Result<Self, MetricsExportError> {
+        Self::for_signal(env_var, "LOGS", "logs")
+    }
+
     pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Self, MetricsExportError> {
-        let either = |specific: &str, generic: &str| var(specific).or_else(|| var(generic));
+        Self::for_signal(var, "METRICS", "metrics")
+    }
+
+    /// Signal-specific variables (`OTEL_EXPORTER_OTLP_{SIGNAL}_*`) win over the generic ones,
+    /// as the specification says; over HTTP the path is `/v1/{path}`.
+    fn for_signal(
+        var: impl Fn(&str) -> Option<String>,
+        signal: &str,
+        path: &str,
+    ) -> Result<Self, MetricsExportError> {
+        let either = |specific: &str, generic: &str| {
+            var(&specific.replace("{S}", signal)).or_else(|| var(generic))
+        };
         let protocol = match either(
-            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_{S}_PROTOCOL",
             "OTEL_EXPORTER_OTLP_PROTOCOL",
         ) {
             None => Transport::Grpc,
@@ -60,17 +77,17 @@ impl MetricsExportConfig {
                 .ok_or_else(|| MetricsExportError::Protocol(name.trim().to_string()))?,
         };
         let endpoint = match (
-            var("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"),
+            var(&format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")),
             var("OTEL_EXPORTER_OTLP_ENDPOINT"),
             protocol,
         ) {
             (Some(e), _, _) => e.trim().to_string(),
             (None, Some(base), Transport::Grpc) => base.trim().to_string(),
             (None, Some(base), Transport::HttpProtobuf) => {
-                format!("{}/v1/metrics", base.trim().trim_end_matches('/'))
+                format!("{}/v1/{path}", base.trim().trim_end_matches('/'))
             }
             (None, None, Transport::Grpc) => "http://localhost:4317".to_string(),
-            (None, None, Transport::HttpProtobuf) => "http://localhost:4318/v1/metrics".to_string(),
+            (None, None, Transport::HttpProtobuf) => format!("http://localhost:4318/v1/{path}"),
         };
         if let Err(e) = endpoint.parse::<tonic::codegen::http::Uri>() {
             return Err(MetricsExportError::Endpoint {
@@ -80,10 +97,10 @@ impl MetricsExportConfig {
         }
         let mut headers = Vec::new();
         for name in [
-            "OTEL_EXPORTER_OTLP_HEADERS",
-            "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+            "OTEL_EXPORTER_OTLP_HEADERS".to_string(),
+            format!("OTEL_EXPORTER_OTLP_{signal}_HEADERS"),
         ] {
-            if let Some(list) = var(name) {
+            if let Some(list) = var(&name) {
                 headers.extend(list.split(',').filter_map(|kv| {
                     let (k, v) = kv.split_once('=')?;
                     Some((k.trim().to_ascii_lowercase(), v.trim().to_string()))
@@ -91,7 +108,7 @@ impl MetricsExportConfig {
             }
         }
         let gzip = either(
-            "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
+            "OTEL_EXPORTER_OTLP_{S}_COMPRESSION",
             "OTEL_EXPORTER_OTLP_COMPRESSION",
         )
         .is_some_and(|c| c.trim() == "gzip");
@@ -109,7 +126,7 @@ impl MetricsExportConfig {
             gzip,
             timeout: ms(
                 either(
-                    "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+                    "OTEL_EXPORTER_OTLP_{S}_TIMEOUT",
                     "OTEL_EXPORTER_OTLP_TIMEOUT",
                 ),
                 10_000,
@@ -119,9 +136,31 @@ impl MetricsExportConfig {
     }
 }
 
-enum Client {
-    Grpc(MetricsServiceClient<tonic::transport::Channel>),
+/// A connection to the collector for one signal: a gRPC channel or an HTTP client.
+pub(super) enum Client {
+    Grpc(tonic::transport::Channel),
     Http(reqwest::Client),
+}
+
+impl Client {
+    /// The client for `cfg`, or why there is none (logged by the caller).
+    pub(super) fn new(cfg: &MetricsExportConfig, tls: &TlsFiles) -> Result<Self, String> {
+        match cfg.protocol {
+            Transport::Grpc => {
+                let endpoint = tonic::transport::Endpoint::from_shared(cfg.endpoint.clone())
+                    .map_err(|e| format!("bad endpoint: {e}"))?;
+                let endpoint = if cfg.endpoint.starts_with("https:") || !tls.is_empty() {
+                    endpoint
+                        .tls_config(tls.tonic())
+                        .map_err(|e| format!("TLS settings refused: {e}"))?
+                } else {
+                    endpoint
+                };
+                Ok(Client::Grpc(endpoint.connect_lazy()))
+            }
+            Transport::HttpProtobuf => tls.reqwest().map(Client::Http).map_err(|e| e.to_string()),
+        }
+    }
 }
 
 /// Exports every interval until `shutdown` flips, then once more.
@@ -132,38 +171,12 @@ pub async fn run(
     host_name: String,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let client = match cfg.protocol {
-        Transport::Grpc => match tonic::transport::Endpoint::from_shared(cfg.endpoint.clone()) {
-            Ok(endpoint) => {
-                let endpoint = if cfg.endpoint.starts_with("https:") || !tls.is_empty() {
-                    match endpoint.tls_config(tls.tonic()) {
-                        Ok(e) => e,
-                        Err(e) => {
-                            tracing::error!(endpoint = %cfg.endpoint, %e, "OTLP metrics export disabled: TLS settings refused");
-                            return;
-                        }
-                    }
-                } else {
-                    endpoint
-                };
-                let mut c = MetricsServiceClient::new(endpoint.connect_lazy());
-                if cfg.gzip {
-                    c = c.send_compressed(tonic::codec::CompressionEncoding::Gzip);
-                }
-                Client::Grpc(c)
-            }
-            Err(e) => {
-                tracing::error!(endpoint = %cfg.endpoint, %e, "OTLP metrics export disabled: bad endpoint");
-                return;
-            }
-        },
-        Transport::HttpProtobuf => match tls.reqwest() {
-            Ok(c) => Client::Http(c),
-            Err(e) => {
-                tracing::error!(endpoint = %cfg.endpoint, %e, "OTLP metrics export disabled");
-                return;
-            }
-        },
+    let client = match Client::new(&cfg, &tls) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(endpoint = %cfg.endpoint, %e, "OTLP metrics export disabled");
+            return;
+        }
     };
     let mut client = client;
     let mut interval = tokio::time::interval(cfg.interval);
@@ -184,9 +197,19 @@ pub async fn run(
             } else {
                 cfg.timeout
             };
-            let result = tokio::time::timeout(timeout, send(&mut client, &cfg, request))
-                .await
-                .unwrap_or_else(|_| Err(format!("timed out after {timeout:?}")));
+            let gzip = cfg.gzip;
+            let result = tokio::time::timeout(
+                timeout,
+                send(&mut client, &cfg, request, move |channel, req| async move {
+                    let mut c = MetricsServiceClient::new(channel);
+                    if gzip {
+                        c = c.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+                    }
+                    c.export(req).await.map(|_| ())
+                }),
+            )
+            .await
+            .unwrap_or_else(|_| Err(format!("timed out after {timeout:?}")));
             match result {
                 Ok(()) => {
                     TELEMETRY
@@ -209,13 +232,21 @@ pub async fn run(
     }
 }
 
-async fn send(
+/// Sends `request` with the configured headers: over gRPC through `grpc` (the signal's
+/// generated client on the channel), over HTTP as a protobuf POST (gzip if configured).
+pub(super) async fn send<M, F, Fut>(
     client: &mut Client,
     cfg: &MetricsExportConfig,
-    request: ExportMetricsServiceRequest,
-) -> Result<(), String> {
+    request: M,
+    grpc: F,
+) -> Result<(), String>
+where
+    M: prost::Message,
+    F: FnOnce(tonic::transport::Channel, tonic::Request<M>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>>,
+{
     match client {
-        Client::Grpc(c) => {
+        Client::Grpc(channel) => {
             let mut req = tonic::Request::new(request);
             for (k, v) in &cfg.headers {
                 if let (Ok(k), Ok(v)) = (
@@ -225,7 +256,7 @@ async fn send(
                     req.metadata_mut().insert(k, v);
                 }
             }
-            c.export(req).await.map(|_| ()).map_err(|s| s.to_string())
+            grpc(channel.clone(), req).await.map_err(|s| s.to_string())
         }
         Client::Http(c) => {
             let mut body = request.encode_to_vec();
@@ -253,7 +284,7 @@ async fn send(
     }
 }
 
-fn now_unix_ns() -> u64 {
+pub(super) fn now_unix_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))

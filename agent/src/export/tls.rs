@@ -27,6 +27,7 @@ pub enum TlsError {
 pub enum Signal {
     Traces,
     Metrics,
+    Logs,
 }
 
 /// PEM contents, read once at start (a file that cannot be read stops the agent then, not at
@@ -43,6 +44,7 @@ impl TlsFiles {
         let sig = match signal {
             Signal::Traces => "TRACES",
             Signal::Metrics => "METRICS",
+            Signal::Logs => "LOGS",
         };
         let read = |name: &str| -> Result<Option<(String, Vec<u8>)>, TlsError> {
             let specific = format!("OTEL_EXPORTER_OTLP_{sig}_{name}");

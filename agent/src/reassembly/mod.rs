@@ -62,6 +62,21 @@ pub enum Notice {
     Finished(Exchange),
     /// The request will never get a response (connection closed, or bounds).
     Abandoned { id: u64, tgid: u32 },
+    /// A traced process wrote to its stdout or stderr (`logs.enabled`); in order with its
+    /// requests, so the span stage knows which one the writing thread is serving.
+    Log(LogNotice),
+}
+
+/// One write to stdout/stderr, with the process that made it.
+#[derive(Debug, Clone)]
+pub struct LogNotice {
+    pub tid: u32,
+    pub fd: u32,
+    /// CLOCK_MONOTONIC, when the write returned.
+    pub ts_ns: u64,
+    pub payload: bytes::Bytes,
+    pub truncated: bool,
+    pub process: Arc<ProcessInfo>,
 }
 
 /// One request and its response on one connection: what a span is built from.
@@ -421,6 +436,19 @@ impl ConnTable {
     }
 
     /// A process exited: its descriptors were closed by the kernel, without close(2).
+    /// A stdout/stderr write of a traced process: passed on in order.
+    pub fn log(&mut self, chunk: crate::capture::event::LogChunk, out: &mut Vec<Notice>) {
+        let process = self.processes.get(chunk.tgid, "");
+        out.push(Notice::Log(LogNotice {
+            tid: chunk.tid,
+            fd: chunk.fd,
+            ts_ns: chunk.ts_ns,
+            payload: chunk.payload,
+            truncated: chunk.truncated,
+            process,
+        }));
+    }
+
     pub fn process_exit(&mut self, tgid: u32, out: &mut Vec<Notice>) {
         let keys: Vec<ConnKey> = self
             .conns
@@ -785,6 +813,7 @@ pub async fn run(
                 Some(CaptureEvent::TlsBind { key, tid }) => table.bind(key, tid, &mut out),
                 Some(CaptureEvent::Close { key, fd, .. }) => table.close(key, fd, &mut out),
                 Some(CaptureEvent::ProcessExit { tgid }) => table.process_exit(tgid, &mut out),
+                Some(CaptureEvent::Log(chunk)) => table.log(chunk, &mut out),
                 Some(CaptureEvent::ProcessService { tgid, service_name }) => {
                     table.learn_service(tgid, service_name)
                 }

@@ -271,6 +271,7 @@ fn notices_start_before_finish_and_abandon_on_close() {
             Notice::Started(s) => format!("start {} {}", s.id, s.traceparent.is_some()),
             Notice::Finished(ex) => format!("finish {}", ex.id),
             Notice::Abandoned { id, .. } => format!("abandon {id}"),
+            Notice::Log(l) => format!("log {}", l.tid),
         })
         .collect();
     assert_eq!(

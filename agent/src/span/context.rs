@@ -174,6 +174,17 @@ impl ContextTracker {
         }
     }
 
+    /// The server request thread `tid` of process `tgid` is serving, if exactly one: its
+    /// trace id, span id and sampling decision.
+    pub fn serving_on(&self, tgid: u32, tid: u32) -> Option<([u8; 16], [u8; 8], bool)> {
+        let mut on_thread = self.serving.get(&tgid)?.iter().filter(|s| s.tid == tid);
+        let only = on_thread.next()?;
+        if on_thread.next().is_some() {
+            return None;
+        }
+        Some((only.trace_id, only.span_id, only.sampled))
+    }
+
     /// Gives a starting request its context.
     pub fn start(&mut self, req: &RequestStart) {
         if self.assigned.len() >= self.capacity {

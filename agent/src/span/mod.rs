@@ -4,6 +4,7 @@ pub mod analysis;
 pub mod context;
 pub mod db;
 pub mod http;
+pub mod logs;
 pub mod rpc;
 pub mod semconv;
 
@@ -225,19 +226,35 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// What the span stage does besides building spans.
+pub struct Stage {
+    pub opts: http::SpanOptions,
+    pub sampler: crate::sampling::head::Sampler,
+    pub red: Option<std::sync::Arc<std::sync::Mutex<crate::export::red::Red>>>,
+    pub findings: analysis::FindingsConfig,
+    /// `tracewire watch`'s store, when its socket is served.
+    pub recent: Option<std::sync::Arc<crate::watch::Recent>>,
+    /// Logs tied to traces (`--export-logs`).
+    pub logs: Option<logs::LogTap>,
+}
+
 /// The span stage: notices in, spans out to the export queue, until the input closes. Trace
 /// contexts are decided as requests start, in the order reassembly saw them. With RED metrics
 /// on, every finished request is measured, sampled or not. Exported spans go through
-/// [`analysis`] first.
+/// [`analysis`] first; log lines are tied to the requests their threads serve.
 pub async fn run(
     mut notices: tokio::sync::mpsc::Receiver<crate::reassembly::Notice>,
     spans: tokio::sync::mpsc::Sender<Span>,
-    opts: http::SpanOptions,
-    sampler: crate::sampling::head::Sampler,
-    red: Option<std::sync::Arc<std::sync::Mutex<crate::export::red::Red>>>,
-    findings: analysis::FindingsConfig,
-    recent: Option<std::sync::Arc<crate::watch::Recent>>,
+    stage: Stage,
 ) {
+    let Stage {
+        opts,
+        sampler,
+        red,
+        findings,
+        recent,
+        mut logs,
+    } = stage;
     let send = |span: Span| {
         if let Some(recent) = &recent {
             recent.record(&span);
@@ -271,6 +288,11 @@ pub async fn run(
             Notice::Started(req) => contexts.start(&req),
             Notice::Abandoned { id, tgid } => {
                 contexts.finish(id, tgid);
+            }
+            Notice::Log(line) => {
+                if let Some(tap) = logs.as_mut() {
+                    tap.write(line, &contexts, &clock);
+                }
             }
             Notice::Finished(ex) => {
                 let ctx = contexts

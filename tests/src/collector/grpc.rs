@@ -2,6 +2,12 @@
 
 use std::sync::Arc;
 
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
@@ -62,6 +68,19 @@ impl MetricsService for Collector {
     }
 }
 
+#[tonic::async_trait]
+impl LogsService for Collector {
+    async fn export(
+        &self,
+        request: Request<ExportLogsServiceRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+        self.store.push_logs(request.into_inner());
+        Ok(Response::new(ExportLogsServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
 /// PEM contents for a TLS receiver.
 pub(super) struct ServerTls {
     pub cert: Vec<u8>,
@@ -76,6 +95,10 @@ pub(super) async fn serve(listener: TcpListener, store: Arc<Store>, tls: Option<
     })
     .accept_compressed(CompressionEncoding::Gzip);
     let metrics = MetricsServiceServer::new(Collector {
+        store: Arc::clone(&store),
+    })
+    .accept_compressed(CompressionEncoding::Gzip);
+    let logs = LogsServiceServer::new(Collector {
         store: Arc::clone(&store),
     })
     .accept_compressed(CompressionEncoding::Gzip);
@@ -95,6 +118,7 @@ pub(super) async fn serve(listener: TcpListener, store: Arc<Store>, tls: Option<
     if let Err(error) = builder
         .add_service(service)
         .add_service(metrics)
+        .add_service(logs)
         .serve_with_incoming(TcpIncoming::from(listener))
         .await
     {

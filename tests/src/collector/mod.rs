@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest,
@@ -52,6 +53,7 @@ struct Store {
     encodings: Mutex<Vec<String>>,
     errors: Mutex<Vec<String>>,
     metrics: Mutex<Vec<ExportMetricsServiceRequest>>,
+    logs: Mutex<Vec<ExportLogsServiceRequest>>,
     /// How long each export waits before it is answered: a slow collector.
     delay: Mutex<Duration>,
     /// Spans each trace export answer claims to have rejected (OTLP partial success).
@@ -68,6 +70,13 @@ impl Store {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(encoding.to_string());
+    }
+
+    fn push_logs(&self, request: ExportLogsServiceRequest) {
+        self.logs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(request);
     }
 
     fn push_metrics(&self, request: ExportMetricsServiceRequest) {
@@ -204,6 +213,15 @@ impl OtlpReceiver {
             .reject
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = n;
+    }
+
+    /// The OTLP logs export requests received so far (gRPC).
+    pub fn logs(&self) -> Vec<ExportLogsServiceRequest> {
+        self.store
+            .logs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The OTLP metrics export requests received so far.
