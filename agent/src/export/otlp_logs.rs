@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 
 use opentelemetry_proto::tonic::{
     collector::logs::v1::{ExportLogsServiceRequest, logs_service_client::LogsServiceClient},
-    common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value},
+    common::v1::{AnyValue, any_value::Value},
     logs::v1::{LogRecord as ProtoRecord, ResourceLogs, ScopeLogs},
     resource::v1::Resource,
 };
@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::{
     otlp_metrics::{Client, MetricsExportConfig, now_unix_ns, send},
+    red::{kv, scope},
     tls::TlsFiles,
 };
 use crate::{
@@ -25,14 +26,6 @@ use crate::{
 
 const BATCH: usize = 512;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
-
-fn kv(key: &str, value: Value) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
 
 fn resource(p: &ProcessInfo, host_name: &str) -> Resource {
     let mut attributes = vec![
@@ -90,11 +83,7 @@ pub fn request(records: &[LogRecord], host_name: &str) -> ExportLogsServiceReque
             .map(|(p, log_records)| ResourceLogs {
                 resource: Some(resource(&p, host_name)),
                 scope_logs: vec![ScopeLogs {
-                    scope: Some(InstrumentationScope {
-                        name: "tracewire".to_string(),
-                        version: env!("CARGO_PKG_VERSION").to_string(),
-                        ..Default::default()
-                    }),
+                    scope: Some(scope()),
                     log_records,
                     ..Default::default()
                 }],
@@ -144,24 +133,20 @@ pub async fn run(
         }
         if !batch.is_empty() {
             let req = request(&batch, &host_name);
-            let gzip = cfg.gzip;
-            let timeout = if last {
-                cfg.timeout.min(Duration::from_secs(2))
-            } else {
-                cfg.timeout
-            };
-            let sent = tokio::time::timeout(
-                timeout,
-                send(&mut client, &cfg, req, move |channel, req| async move {
+            let sent = send(
+                &mut client,
+                &cfg,
+                last,
+                req,
+                |channel, req, gzip| async move {
                     let mut c = LogsServiceClient::new(channel);
                     if gzip {
                         c = c.send_compressed(tonic::codec::CompressionEncoding::Gzip);
                     }
                     c.export(req).await.map(|_| ())
-                }),
+                },
             )
-            .await
-            .unwrap_or_else(|_| Err(format!("timed out after {timeout:?}")));
+            .await;
             if let Err(err) = sent {
                 TELEMETRY.drop_n(Drop::LogExportFailed, batch.len() as u64);
                 tracing::warn!(endpoint = %cfg.endpoint, %err, records = batch.len(), "OTLP log export failed");

@@ -192,24 +192,20 @@ pub async fn run(
             red.to_otlp(&host_name, now_unix_ns())
         };
         if !request.resource_metrics.is_empty() {
-            let timeout = if last {
-                cfg.timeout.min(Duration::from_secs(2))
-            } else {
-                cfg.timeout
-            };
-            let gzip = cfg.gzip;
-            let result = tokio::time::timeout(
-                timeout,
-                send(&mut client, &cfg, request, move |channel, req| async move {
+            let result = send(
+                &mut client,
+                &cfg,
+                last,
+                request,
+                |channel, req, gzip| async move {
                     let mut c = MetricsServiceClient::new(channel);
                     if gzip {
                         c = c.send_compressed(tonic::codec::CompressionEncoding::Gzip);
                     }
                     c.export(req).await.map(|_| ())
-                }),
+                },
             )
-            .await
-            .unwrap_or_else(|_| Err(format!("timed out after {timeout:?}")));
+            .await;
             match result {
                 Ok(()) => {
                     TELEMETRY
@@ -232,9 +228,32 @@ pub async fn run(
     }
 }
 
-/// Sends `request` with the configured headers: over gRPC through `grpc` (the signal's
-/// generated client on the channel), over HTTP as a protobuf POST (gzip if configured).
+/// Sends `request` with the configured headers within the configured timeout (at most 2 s
+/// for the `last` one, at shutdown): over gRPC through `grpc` (the signal's generated client on
+/// the channel, compressed if the flag says so), over HTTP as a protobuf POST.
 pub(super) async fn send<M, F, Fut>(
+    client: &mut Client,
+    cfg: &MetricsExportConfig,
+    last: bool,
+    request: M,
+    grpc: F,
+) -> Result<(), String>
+where
+    M: prost::Message,
+    F: FnOnce(tonic::transport::Channel, tonic::Request<M>, bool) -> Fut,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>>,
+{
+    let timeout = if last {
+        cfg.timeout.min(Duration::from_secs(2))
+    } else {
+        cfg.timeout
+    };
+    tokio::time::timeout(timeout, send_now(client, cfg, request, grpc))
+        .await
+        .unwrap_or_else(|_| Err(format!("timed out after {timeout:?}")))
+}
+
+async fn send_now<M, F, Fut>(
     client: &mut Client,
     cfg: &MetricsExportConfig,
     request: M,
@@ -242,7 +261,7 @@ pub(super) async fn send<M, F, Fut>(
 ) -> Result<(), String>
 where
     M: prost::Message,
-    F: FnOnce(tonic::transport::Channel, tonic::Request<M>) -> Fut,
+    F: FnOnce(tonic::transport::Channel, tonic::Request<M>, bool) -> Fut,
     Fut: std::future::Future<Output = Result<(), tonic::Status>>,
 {
     match client {
@@ -256,7 +275,9 @@ where
                     req.metadata_mut().insert(k, v);
                 }
             }
-            grpc(channel.clone(), req).await.map_err(|s| s.to_string())
+            grpc(channel.clone(), req, cfg.gzip)
+                .await
+                .map_err(|s| s.to_string())
         }
         Client::Http(c) => {
             let mut body = request.encode_to_vec();

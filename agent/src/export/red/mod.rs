@@ -407,11 +407,7 @@ impl Red {
                         ..Default::default()
                     }),
                     scope_metrics: vec![ScopeMetrics {
-                        scope: Some(InstrumentationScope {
-                            name: "tracewire".to_string(),
-                            version: env!("CARGO_PKG_VERSION").to_string(),
-                            ..Default::default()
-                        }),
+                        scope: Some(scope()),
                         metrics,
                         ..Default::default()
                     }],
@@ -563,7 +559,8 @@ fn write_histogram(out: &mut String, name: &str, labels: &str, s: &Series, bound
     let _ = writeln!(out, "{name}_count{{{labels}}} {}", s.count);
 }
 
-fn kv(key: &str, value: any_value::Value) -> KeyValue {
+/// An OTLP attribute (the metrics and the logs exporters build theirs with it).
+pub(crate) fn kv(key: &str, value: any_value::Value) -> KeyValue {
     KeyValue {
         key: key.to_string(),
         value: Some(AnyValue { value: Some(value) }),
@@ -573,6 +570,15 @@ fn kv(key: &str, value: any_value::Value) -> KeyValue {
 
 fn kv_str(key: &str, value: &str) -> KeyValue {
     kv(key, any_value::Value::StringValue(value.to_string()))
+}
+
+/// The instrumentation scope of everything the agent exports itself.
+pub(crate) fn scope() -> InstrumentationScope {
+    InstrumentationScope {
+        name: "tracewire".to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        ..Default::default()
+    }
 }
 
 fn otlp_point(
