@@ -186,8 +186,9 @@ pub struct ProbeConfig {
     pub capture_bytes: u32,
     /// Bitset of [`SELECT_PID`], [`SELECT_CGROUP`], [`SELECT_PORT`]; 0 traces everything.
     pub select: u32,
-    /// Ring-buffer fill (bytes) past which a submit wakes the reader; below it records are
-    /// submitted with BPF_RB_NO_WAKEUP and the reader drains on its timer.
+    /// Bytes of records a CPU submits with BPF_RB_NO_WAKEUP (the reader drains on its timer)
+    /// before one submit wakes the reader; rare records also wake it once the ring holds this
+    /// much.
     pub wakeup_bytes: u32,
     pub offsets: KernelOffsets,
     /// Non-zero: `--inject-cgroup` is set; the kernel keeps per-thread request contexts for

@@ -99,6 +99,8 @@ pub static IN_FLIGHT: LruHashMap<u64, InFlight> = LruHashMap::with_max_entries(1
 /// verifiers (5.10, 6.1) lose a compared bound once the compiler spills it to the stack.
 #[repr(C)]
 pub struct Scratch {
+    /// Record bytes this CPU submitted without waking the reader (see `syscalls::submit_staged`).
+    pub unannounced: u64,
     pub event: DataEvent,
     pub spill: [u8; 2 * MAX_CAPTURE],
 }

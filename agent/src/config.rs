@@ -66,12 +66,15 @@ pub enum Kubernetes {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SyscallHooks {
-    /// fexit where the kernel allows it (x86-64, BTF, no lockdown) and no injection is
-    /// asked for, syscall tracepoints otherwise.
+    /// Unless injection is asked for: fexit where the kernel allows it (x86-64, BTF, no
+    /// lockdown), else one BTF tracepoint on `sys_exit`; syscall tracepoints otherwise.
     #[default]
     Auto,
     /// fexit or fail: for testing a kernel.
     Fexit,
+    /// The `sys_exit` BTF tracepoint or fail: for testing a kernel.
+    #[serde(rename = "tp_btf")]
+    TpBtf,
     /// Syscall tracepoints only.
     Tracepoints,
 }

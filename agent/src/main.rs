@@ -98,10 +98,14 @@ enum ExporterKind {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum HooksKind {
-    /// fexit where the kernel allows it and no injection is asked for, tracepoints otherwise.
+    /// Without injection: fexit where the kernel allows it, else the sys_exit BTF tracepoint;
+    /// syscall tracepoints otherwise.
     Auto,
     /// fexit or fail (for testing a kernel).
     Fexit,
+    /// The sys_exit BTF tracepoint or fail (for testing a kernel).
+    #[value(name = "tp_btf")]
+    TpBtf,
     /// Syscall tracepoints only.
     Tracepoints,
 }
@@ -158,7 +162,8 @@ struct RunArgs {
     #[arg(long)]
     no_tls: bool,
     /// How syscalls are hooked: fexit (one program per syscall, no syscall tracepoint slow
-    /// path for the host) or syscall tracepoints (any kernel, lockdown included).
+    /// path for the host), tp_btf (one program on sys_exit; lockdown allows it) or syscall
+    /// tracepoints (any kernel, needed by injection).
     /// [default: auto]
     #[arg(long, value_enum)]
     syscall_hooks: Option<HooksKind>,
@@ -195,6 +200,7 @@ fn flags(args: &RunArgs) -> FileConfig {
         syscall_hooks: args.syscall_hooks.map(|h| match h {
             HooksKind::Auto => config::SyscallHooks::Auto,
             HooksKind::Fexit => config::SyscallHooks::Fexit,
+            HooksKind::TpBtf => config::SyscallHooks::TpBtf,
             HooksKind::Tracepoints => config::SyscallHooks::Tracepoints,
         }),
         watch_socket: args.watch_socket.clone(),
@@ -276,7 +282,6 @@ async fn run(c: FileConfig) -> anyhow::Result<()> {
             let transport = otlp::Transport::from_env()?;
             tracing::info!(?transport, "exporting spans over OTLP");
             Sink::Otlp(Box::new(otlp::OtlpSink::new(
-                transport,
                 process::host_name(),
                 &TlsFiles::from_env(Signal::Traces)?,
             )?))

@@ -4,7 +4,7 @@ use std::{
     fmt::Write as _,
     sync::{
         Mutex, PoisonError,
-        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+        atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed},
     },
 };
 
@@ -202,7 +202,9 @@ pub struct Telemetry {
     /// `--inject-cgroup` was given and its programs are attached.
     pub injection_active: AtomicBool,
     /// The syscalls are hooked by fexit (the fast path), not by tracepoints.
-    pub syscall_hooks_fexit: AtomicBool,
+    /// The syscall hook path in use: 0 tracepoints, 1 fexit, 2 tp_btf
+    /// (`capture::HookPath::code`).
+    pub syscall_hooks: AtomicU8,
     /// Findings by kind: N+1, serial fan-out, cold start.
     findings: [AtomicU64; 3],
     /// Children whose parent span never came (or the family table was full).
@@ -269,7 +271,7 @@ impl Telemetry {
             connections_tracked: AtomicU64::new(0),
             ready: AtomicBool::new(false),
             injection_active: AtomicBool::new(false),
-            syscall_hooks_fexit: AtomicBool::new(false),
+            syscall_hooks: AtomicU8::new(0),
             findings: [const { AtomicU64::new(0) }; 3],
             analysis_orphans: AtomicU64::new(0),
             kernel: [ZERO; agent_common::KERNEL_COUNTERS as usize],
@@ -498,15 +500,18 @@ impl Telemetry {
              tracewire_injection_active {}",
             u8::from(self.injection_active.load(Relaxed))
         );
-        let fexit = self.syscall_hooks_fexit.load(Relaxed);
+        let hooks = self.syscall_hooks.load(Relaxed);
         let _ = writeln!(
             out,
             "# HELP tracewire_syscall_hooks How the kernel programs hook the syscalls they \
-             capture: fexit (fast path) or tracepoints.\n# TYPE tracewire_syscall_hooks gauge\n\
+             capture: fexit (fast path), tp_btf (one sys_exit program) or tracepoints.\n\
+             # TYPE tracewire_syscall_hooks gauge\n\
              tracewire_syscall_hooks{{path=\"fexit\"}} {}\n\
+             tracewire_syscall_hooks{{path=\"tp_btf\"}} {}\n\
              tracewire_syscall_hooks{{path=\"tracepoints\"}} {}",
-            u8::from(fexit),
-            u8::from(!fexit)
+            u8::from(hooks == 1),
+            u8::from(hooks == 2),
+            u8::from(hooks == 0)
         );
         let _ = writeln!(
             out,

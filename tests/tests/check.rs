@@ -37,6 +37,7 @@ const NOBODY: u32 = 65534;
 struct Finding<'a> {
     mark: &'a str,
     name: &'a str,
+    detail: &'a str,
 }
 
 fn findings(stdout: &str) -> Vec<Finding<'_>> {
@@ -46,7 +47,8 @@ fn findings(stdout: &str) -> Vec<Finding<'_>> {
             let mark = line.get(..4)?.trim_end();
             let rest = line.get(5..)?;
             let name = rest.get(..20).unwrap_or(rest).trim();
-            matches!(mark, "ok" | "no" | "FAIL").then_some(Finding { mark, name })
+            let detail = rest.get(20..).unwrap_or("").trim();
+            matches!(mark, "ok" | "no" | "FAIL").then_some(Finding { mark, name, detail })
         })
         .collect()
 }
@@ -195,10 +197,11 @@ fn check_refuses_an_unprivileged_user() -> Result<()> {
     Ok(())
 }
 
-/// `--syscall-hooks`: what `tracewire check` says of the fexit fast path holds when the agent
-/// runs, and /metrics says which path is in use. Where the kernel refuses fexit (this host:
-/// lockdown), `auto` runs on tracepoints and `fexit` stops the agent with the reason, leaving
-/// nothing attached; where it allows it, both run on fexit.
+/// `--syscall-hooks`: the path `tracewire check` names is the one the agent runs on, and
+/// /metrics says so. Where the kernel refuses fexit (this host: lockdown), `auto` runs on the
+/// sys_exit BTF tracepoint (or on syscall tracepoints where that is refused too), `fexit`
+/// stops the agent with the reason, leaving nothing attached, and `tracepoints` is honoured;
+/// where fexit is allowed, both run on fexit.
 #[test]
 fn syscall_hooks_follow_what_the_kernel_allows() -> Result<()> {
     let dir = TempDir::new("check-hooks")?;
@@ -212,21 +215,48 @@ fn syscall_hooks_follow_what_the_kernel_allows() -> Result<()> {
         .find(|f| f.name == "fexit fast path")
         .with_context(|| format!("no `fexit fast path` row\n{}", report(&check)))?;
     let fexit = row.mark == "ok";
+    let path = ["fexit", "tp_btf", "tracepoints"]
+        .into_iter()
+        .find(|p| row.detail.starts_with(&format!("syscalls hooked by {p} ")))
+        .with_context(|| {
+            format!(
+                "the `fexit fast path` row names no path\n{}",
+                report(&check)
+            )
+        })?;
+    ensure!(fexit == (path == "fexit"), "{}", report(&check));
     let port = tracewire_tests::net::free_port()?;
     let gauge = |path: &str| format!("tracewire_syscall_hooks{{path=\"{path}\"}} 1");
-
-    let agent = AgentGuard::start(Export::Stdout, &[port], dir.path())?;
-    let metrics = agent.metrics()?;
-    let want = gauge(if fexit { "fexit" } else { "tracepoints" });
-    ensure!(
-        metrics.contains(&want),
-        "`tracewire check` says the fast path is {}, but the agent's /metrics lacks {want}:\n{}",
-        row.mark,
+    let hooks_lines = |metrics: &str| {
         metrics
             .lines()
             .filter(|l| l.contains("syscall_hooks"))
             .collect::<Vec<_>>()
             .join("\n")
+    };
+
+    let agent = AgentGuard::start(Export::Stdout, &[port], dir.path())?;
+    let metrics = agent.metrics()?;
+    let want = gauge(path);
+    ensure!(
+        metrics.contains(&want),
+        "`tracewire check` says the syscalls are hooked by {path}, but the agent's /metrics \
+         lacks {want}:\n{}",
+        hooks_lines(&metrics)
+    );
+    agent.stop()?;
+
+    let tracepoints = Selection {
+        ports: vec![port],
+        extra_args: vec!["--syscall-hooks".into(), "tracepoints".into()],
+        ..Selection::default()
+    };
+    let agent = AgentGuard::start_selecting(Export::Stdout, &tracepoints, dir.path())?;
+    let metrics = agent.metrics()?;
+    ensure!(
+        metrics.contains(&gauge("tracepoints")),
+        "--syscall-hooks tracepoints was not honoured:\n{}",
+        hooks_lines(&metrics)
     );
     agent.stop()?;
 

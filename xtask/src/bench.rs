@@ -5,8 +5,14 @@
 //! the same run; absolute numbers are shown, never asserted.
 use std::{
     fmt::Write as _,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::{
+        OnceLock,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
     thread::sleep,
     time::{Duration, Instant},
 };
@@ -235,8 +241,70 @@ fn agent(metrics_port: u16, log: &Path) -> Result<Guard> {
     agent_with(metrics_port, log, &[], &[])
 }
 
-/// The agent with `extra` arguments (spans to stdout unless they name an `--exporter`) and
-/// `env`, once `/ready`.
+/// Bytes and requests the bench's OTLP receiver got.
+static SINK_BYTES: AtomicU64 = AtomicU64::new(0);
+static SINK_REQUESTS: AtomicU64 = AtomicU64::new(0);
+
+/// The port of the bench's OTLP/HTTP receiver, started on first use: it reads each export
+/// request whole and answers 200 with an empty body, so the agent pays its whole export path
+/// (batching, protobuf encoding, HTTP) while the receiver costs next to nothing on the CPUs the
+/// measured servers share. Its threads live as long as the bench.
+pub fn otlp_sink() -> Result<u16> {
+    static PORT: OnceLock<u16> = OnceLock::new();
+    if let Some(port) = PORT.get() {
+        return Ok(*port);
+    }
+    let listener = TcpListener::bind(("127.0.0.1", 0)).context("binding the OTLP receiver")?;
+    let port = listener.local_addr()?.port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let _ = sink_connection(conn);
+            });
+        }
+    });
+    Ok(*PORT.get_or_init(|| port))
+}
+
+/// Serves one keep-alive connection of OTLP/HTTP exports until the client closes it.
+fn sink_connection(conn: TcpStream) -> std::io::Result<()> {
+    let mut writer = conn.try_clone()?;
+    let mut reader = BufReader::new(conn);
+    let mut line = String::new();
+    loop {
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        std::io::copy(&mut (&mut reader).take(length as u64), &mut std::io::sink())?;
+        SINK_BYTES.fetch_add(length as u64, Relaxed);
+        SINK_REQUESTS.fetch_add(1, Relaxed);
+        writer.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n",
+        )?;
+    }
+}
+
+/// What the OTLP receiver got so far: (requests, bytes).
+pub fn sink_received() -> (u64, u64) {
+    (SINK_REQUESTS.load(Relaxed), SINK_BYTES.load(Relaxed))
+}
+
+/// The agent with `extra` arguments and `env`, once `/ready`. Unless `extra` names an
+/// `--exporter`, spans go over OTLP/HTTP to the bench's receiver (`otlp_sink`): the full
+/// export path, as deployed.
 pub fn agent_with(
     metrics_port: u16,
     log: &Path,
@@ -246,7 +314,12 @@ pub fn agent_with(
     let mut cmd = Command::new(agent_binary());
     cmd.arg("run");
     if !extra.iter().any(|a| *a == "--exporter") {
-        cmd.args(["--exporter", "stdout"]);
+        cmd.args(["--exporter", "otlp"])
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+            .env(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://127.0.0.1:{}", otlp_sink()?),
+            );
     }
     for (k, v) in env {
         cmd.env(k, v);
@@ -375,17 +448,26 @@ fn overhead(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
         let pid = guard.0.id();
         let (ns0, cnt0) = bpf_stats();
         let cpu0 = cpu_secs(pid);
+        let sink0 = sink_received();
         let t = wrk(port, secs)?;
         let cpu1 = cpu_secs(pid);
         let (ns1, cnt1) = bpf_stats();
+        // The batches of the round's last second leave on the exporter's timer.
+        sleep(Duration::from_millis(1500));
+        let sink1 = sink_received();
         rss = rss.max(status_mib(pid, "VmHWM"));
         agent_cpu += cpu1 - cpu0;
         agent_requests += t.rps * secs as f64;
         bpf_ns += ns1 - ns0;
         bpf_runs += cnt1 - cnt0;
         eprintln!(
-            "    round {round}: agent      {:>9.0} req/s  p50 {:.0} us  p99 {:.0} us",
-            t.rps, t.p50_us, t.p99_us
+            "    round {round}: agent      {:>9.0} req/s  p50 {:.0} us  p99 {:.0} us  \
+             (OTLP receiver: {} requests, {:.1} MB)",
+            t.rps,
+            t.p50_us,
+            t.p99_us,
+            sink1.0 - sink0.0,
+            (sink1.1 - sink0.1) as f64 / 1e6
         );
         traced.push(t);
         drop(guard);

@@ -32,22 +32,6 @@ const port = Number(process.argv[2]);
 require("http").createServer((req, res) => res.end("ok\n")).listen(port, "127.0.0.1");
 "#;
 
-/// An OTLP/HTTP sink: answers every POST with an empty (valid) export response.
-const SINK: &str = r#"
-import http.server, sys
-class Sink(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-    def log_message(self, *a):
-        pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
-"#;
-
 /// Pinned top-level packages of the bench's own virtualenv (kept apart from the test venv,
 /// whose OpenTelemetry SDK version the interop tests pin).
 const BENCH_PACKAGES: [&str; 5] = [
@@ -192,19 +176,8 @@ pub fn app_servers(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let (rounds, secs) = if quick { (2, 5) } else { (3, 10) };
-    let sink_port = free_port()?;
-    let sink_py = dir.join("otlp_sink.py");
-    std::fs::write(&sink_py, SINK)?;
-    let sink = Guard(
-        Command::new("python3")
-            .arg(&sink_py)
-            .arg(sink_port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting the OTLP sink")?,
-    );
-    wait_port(sink_port)?;
+    // Both tracewire and the OpenTelemetry SDK export to the same receiver.
+    let sink_port = crate::bench::otlp_sink()?;
     for app in [App::Flask, App::Node] {
         let mut results: Vec<(Mode, Vec<WrkResult>)> =
             app.modes().iter().map(|m| (*m, Vec::new())).collect();
@@ -268,7 +241,6 @@ pub fn app_servers(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
             });
         }
     }
-    drop(sink);
     Ok(())
 }
 

@@ -26,9 +26,9 @@ const INIT: &str = include_str!("../../tests/kernels/init.sh");
 struct KernelLine {
     version: &'static str,
     prefix: &'static str,
-    /// The agent hooks syscalls by fexit here (`--syscall-hooks auto`); otherwise it must fall
-    /// back to tracepoints, for the reason in the README.
-    fexit: bool,
+    /// The path `--syscall-hooks auto` must choose here: `fexit`, or where it is refused (for
+    /// the reason in the README) `tp_btf`, else `tracepoints`.
+    hooks: &'static str,
 }
 
 const KERNELS: &[KernelLine] = &[
@@ -36,18 +36,18 @@ const KERNELS: &[KernelLine] = &[
         version: "5.10",
         prefix: "linux-image-5.10.0-",
         // Its BTF declares struct pt_regs only forward in net/socket.c, so the verifier
-        // refuses the socket syscalls' argument.
-        fexit: false,
+        // refuses the socket syscalls' fexit argument; the sys_exit tracepoint's is complete.
+        hooks: "tp_btf",
     },
     KernelLine {
         version: "6.1",
         prefix: "linux-image-6.1.0-",
-        fexit: true,
+        hooks: "fexit",
     },
     KernelLine {
         version: "6.12",
         prefix: "linux-image-6.12.",
-        fexit: true,
+        hooks: "fexit",
     },
 ];
 
@@ -91,8 +91,8 @@ struct Outcome {
     /// The same exchange with the syscalls hooked as `--syscall-hooks auto` chose: the path,
     /// then the spans.
     auto_hooks: String,
-    /// `auto` must choose fexit on this kernel.
-    expect_fexit: bool,
+    /// The path `auto` must choose on this kernel.
+    expect_hooks: &'static str,
     /// An HTTPS request by OpenSSL's s_client, seen through the OpenSSL uprobes.
     tls: String,
     /// Trace-context injection in the guest: a client in the injection cgroup sent a
@@ -131,7 +131,7 @@ pub fn kernels(opts: &Options) -> Result<()> {
             check: "-".into(),
             spans: "-".into(),
             auto_hooks: "-".into(),
-            expect_fexit: line.fexit,
+            expect_hooks: line.hooks,
             tls: "-".into(),
             inject: "-".into(),
             features: Vec::new(),
@@ -194,11 +194,20 @@ fn check_features(check: &str) -> Vec<(String, bool)> {
 fn host_features() -> Option<(String, Vec<(String, bool)>)> {
     let out = Command::new(agent_binary()).arg("check").output().ok()?;
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
-    Some((
-        release.trim().to_string(),
-        check_features(&String::from_utf8_lossy(&out.stdout)),
-    ))
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut features = check_features(&text);
+    // The path the check's agent ran on, named in its `fexit fast path` row.
+    if let Some(path) = HOOK_PATHS
+        .into_iter()
+        .find(|p| text.contains(&format!("syscalls hooked by {p} ")))
+    {
+        features.push((format!("syscall hooks {path}"), true));
+    }
+    Some((release.trim().to_string(), features))
 }
+
+/// The syscall hook paths, fastest first.
+const HOOK_PATHS: [&str; 3] = ["fexit", "tp_btf", "tracepoints"];
 
 /// The kernel × feature × path table: which path each feature takes on each kernel, and what
 /// the kernel offers that no feature uses yet.
@@ -238,11 +247,10 @@ fn matrix_table(outcomes: &[Outcome], host: &Option<(String, Vec<(String, bool)>
         );
     }
     if let Some((release, features)) = host {
-        let path = if has(features, "fexit fast path") == "yes" {
-            "fexit"
-        } else {
-            "tracepoints"
-        };
+        let path = HOOK_PATHS
+            .into_iter()
+            .find(|p| has(features, &format!("syscall hooks {p}")) == "yes")
+            .unwrap_or("?");
         let _ = writeln!(
             t,
             "| {release} (the CI host, lockdown) | {path} | every end-to-end test | \
@@ -842,7 +850,7 @@ fn verify(text: &str, outcome: &mut Outcome) -> Result<()> {
     let auto = between(text, "==TW-AUTO-SPANS-BEGIN==", "==TW-AUTO-SPANS-END==")
         .context("no span output of the auto-hooks agent on the console: /init did not finish")?;
     let (marks, auto_missing) = expected_spans(auto);
-    let path = ["fexit", "tracepoints"].into_iter().find(|p| {
+    let path = HOOK_PATHS.into_iter().find(|p| {
         text.contains(&format!(
             "TW-HOOKS tracewire_syscall_hooks{{path=\"{p}\"}} 1"
         ))
@@ -878,11 +886,7 @@ fn verify(text: &str, outcome: &mut Outcome) -> Result<()> {
             missing.join(", ")
         );
     }
-    let want = if outcome.expect_fexit {
-        "fexit"
-    } else {
-        "tracepoints"
-    };
+    let want = outcome.expect_hooks;
     ensure!(
         path == Some(want),
         "--syscall-hooks auto chose {} on this kernel, where {want} is expected \
@@ -1028,7 +1032,7 @@ mod tests {
             check: String::new(),
             spans: String::new(),
             auto_hooks: String::new(),
-            expect_fexit: true,
+            expect_hooks: "fexit",
             tls: String::new(),
             inject: String::new(),
             features: Vec::new(),
@@ -1077,7 +1081,7 @@ mod tests {
         let err = verify(&fell_back, &mut o).unwrap_err().to_string();
         assert!(err.contains("chose tracepoints"), "{err}");
         let mut o = outcome();
-        o.expect_fexit = false;
+        o.expect_hooks = "tracepoints";
         assert!(verify(&fell_back, &mut o).is_ok(), "{o:?}");
         assert_eq!(o.tls, "client yes");
         let no_tls = full.replace("t openssl CLIENT", "t openssl x");

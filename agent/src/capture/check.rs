@@ -232,6 +232,11 @@ pub fn run(capture: &CaptureConfig) -> Vec<Finding> {
                 super::HookPath::Fexit => {
                     Ok("syscalls hooked by fexit (one program per syscall)".to_string())
                 }
+                super::HookPath::TpBtf => Err(format!(
+                    "syscalls hooked by tp_btf (one sys_exit program): {} (lockdown: {})",
+                    note.unwrap_or("fexit not tried"),
+                    lockdown()
+                )),
                 super::HookPath::Tracepoints => Err(format!(
                     "syscalls hooked by tracepoints: {} (lockdown: {})",
                     note.unwrap_or("fexit not tried"),

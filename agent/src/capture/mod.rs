@@ -3,8 +3,10 @@
 //!
 //! Needs: syscall tracepoints (tracefs, kernel >= 4.7), BPF ring buffer (>= 5.8), BTF
 //! (>= 5.4 with CONFIG_DEBUG_INFO_BTF), bpf_probe_read_{user,kernel} (>= 5.5),
-//! bpf_get_current_cgroup_id (>= 4.18). Where the kernel allows fexit programs (x86-64, no
-//! lockdown) the syscalls are hooked by fexit instead of tracepoints (`--syscall-hooks`).
+//! bpf_get_current_cgroup_id (>= 4.18). Unless injection is on, the syscalls are hooked by
+//! fexit where the kernel allows it (x86-64, no lockdown), else by one program on the
+//! `sys_exit` BTF tracepoint (>= 5.5; lockdown allows it), and by an enter and an exit
+//! tracepoint per syscall otherwise (`--syscall-hooks`).
 pub mod check;
 pub mod container;
 pub mod event;
@@ -24,7 +26,7 @@ use agent_common::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::{FExit, TracePoint},
+    programs::{BtfTracePoint, FExit, TracePoint},
 };
 use tokio::{
     io::unix::AsyncFd,
@@ -108,7 +110,11 @@ const FEXITS: &[(&str, &str)] = &[
     ("tw_fx_close", "__x64_sys_close"),
 ];
 
-/// What the fexit path still attaches as a tracepoint: process exit is not a syscall.
+/// The middle path: one program on the `sys_exit` BTF tracepoint.
+const TP_BTF: (&str, &str) = ("tw_sys_exit", "sys_exit");
+
+/// What the fexit and tp_btf paths still attach as a tracepoint: process exit is not a
+/// syscall.
 const FEXIT_TRACEPOINTS: &[(&str, &str, &[&str])] =
     &[("tw_process_exit", "sched", &["sched_process_exit"])];
 
@@ -117,6 +123,9 @@ const FEXIT_TRACEPOINTS: &[(&str, &str, &[&str])] =
 pub enum HookPath {
     /// One fexit program per syscall (the fast path).
     Fexit,
+    /// One program on the `sys_exit` BTF tracepoint, for every syscall (where fexit is
+    /// refused, as under lockdown).
+    TpBtf,
     /// An enter and an exit syscall tracepoint per syscall.
     Tracepoints,
 }
@@ -125,7 +134,17 @@ impl HookPath {
     pub fn name(self) -> &'static str {
         match self {
             HookPath::Fexit => "fexit",
+            HookPath::TpBtf => "tp_btf",
             HookPath::Tracepoints => "tracepoints",
+        }
+    }
+
+    /// Its code in `Telemetry::syscall_hooks`.
+    pub fn code(self) -> u8 {
+        match self {
+            HookPath::Tracepoints => 0,
+            HookPath::Fexit => 1,
+            HookPath::TpBtf => 2,
         }
     }
 }
@@ -192,6 +211,15 @@ pub enum CaptureError {
          write's entry, which only the tracepoint path sees; use --syscall-hooks auto"
     )]
     FexitWithInjection,
+    #[error(
+        "the sys_exit BTF tracepoint path is unavailable: {what}: {source} (`--syscall-hooks \
+         auto` or `tracepoints` work without it)"
+    )]
+    TpBtf {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("map {name}: {source}")]
     Map {
         name: &'static str,
@@ -235,7 +263,7 @@ pub struct CaptureConfig {
     pub inject_cgroups: Vec<std::path::PathBuf>,
     /// Attach the OpenSSL uprobes (TLS plaintext).
     pub tls: bool,
-    /// `--syscall-hooks`: fexit, tracepoints, or the best this kernel allows.
+    /// `--syscall-hooks`: fexit, tp_btf, tracepoints, or the best this kernel allows.
     pub syscall_hooks: SyscallHooks,
     /// Send traced processes' stdout/stderr writes (`logs.enabled`).
     pub logs: bool,
@@ -349,10 +377,9 @@ impl Capture {
             .store(injection.is_some(), std::sync::atomic::Ordering::Relaxed);
         let (hooks, hooks_note) =
             attach_syscall_hooks(&mut ebpf, cfg.syscall_hooks, injection.is_some())?;
-        TELEMETRY.syscall_hooks_fexit.store(
-            hooks == HookPath::Fexit,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        TELEMETRY
+            .syscall_hooks
+            .store(hooks.code(), std::sync::atomic::Ordering::Relaxed);
         let tls = if cfg.tls { start_tls(&mut ebpf) } else { None };
         let ring = ebpf
             .take_map("EVENTS")
@@ -369,7 +396,7 @@ impl Capture {
             "kernel programs attached"
         );
         if let Some(note) = &hooks_note {
-            tracing::info!("syscalls are hooked by tracepoints: {note}");
+            tracing::info!("syscalls are hooked by {}: {note}", hooks.name());
         }
         Ok(Capture {
             ebpf,
@@ -476,36 +503,99 @@ impl Capture {
     }
 }
 
-/// Hooks the syscalls: by fexit when `wanted` allows it and the kernel takes it, by
-/// tracepoints otherwise. Returns the path and, on the tracepoint path under `auto`, why.
+/// Hooks the syscalls: by fexit when `wanted` allows it and the kernel takes it, else by the
+/// `sys_exit` BTF tracepoint, by syscall tracepoints otherwise. Returns the path and, when it
+/// is not fexit under `auto`, why.
 fn attach_syscall_hooks(
     ebpf: &mut Ebpf,
     wanted: SyscallHooks,
     injecting: bool,
 ) -> Result<(HookPath, Option<String>), CaptureError> {
-    let note = match (wanted, injecting) {
-        (SyscallHooks::Tracepoints, _) => Some("--syscall-hooks tracepoints".to_string()),
-        (SyscallHooks::Fexit, true) => return Err(CaptureError::FexitWithInjection),
-        (SyscallHooks::Auto, true) => {
-            Some("injection (--inject-cgroup) needs the write's entry tracepoint".to_string())
-        }
-        (_, false) => match attach_fexit(ebpf) {
+    if injecting {
+        return match wanted {
+            SyscallHooks::Fexit | SyscallHooks::TpBtf => Err(CaptureError::FexitWithInjection),
+            SyscallHooks::Auto | SyscallHooks::Tracepoints => {
+                attach_tracepoints(ebpf, ATTACHMENTS)?;
+                Ok((
+                    HookPath::Tracepoints,
+                    Some("injection (--inject-cgroup) needs the write's entry tracepoint".into()),
+                ))
+            }
+        };
+    }
+    let mut why = Vec::new();
+    if matches!(wanted, SyscallHooks::Auto | SyscallHooks::Fexit) {
+        match attach_fexit(ebpf) {
             Ok(()) => {
                 attach_tracepoints(ebpf, FEXIT_TRACEPOINTS)?;
                 return Ok((HookPath::Fexit, None));
             }
             Err(CaptureError::Fexit { what, source }) if wanted == SyscallHooks::Auto => {
                 unload_fexit(ebpf);
-                Some(format!(
+                why.push(format!(
                     "fexit refused ({what}: {})",
                     verifier_gist(&source.to_string())
-                ))
+                ));
             }
             Err(err) => return Err(err),
-        },
-    };
+        }
+    }
+    if matches!(wanted, SyscallHooks::Auto | SyscallHooks::TpBtf) {
+        match attach_tp_btf(ebpf) {
+            Ok(()) => {
+                attach_tracepoints(ebpf, FEXIT_TRACEPOINTS)?;
+                return Ok((HookPath::TpBtf, (!why.is_empty()).then(|| why.join("; "))));
+            }
+            Err(CaptureError::TpBtf { what, source }) if wanted == SyscallHooks::Auto => {
+                unload_tp_btf(ebpf);
+                why.push(format!(
+                    "tp_btf refused ({what}: {})",
+                    verifier_gist(&source.to_string())
+                ));
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    if wanted == SyscallHooks::Tracepoints {
+        why.push("--syscall-hooks tracepoints".into());
+    }
     attach_tracepoints(ebpf, ATTACHMENTS)?;
-    Ok((HookPath::Tracepoints, note))
+    Ok((HookPath::Tracepoints, Some(why.join("; "))))
+}
+
+/// Loads and attaches the `sys_exit` BTF tracepoint program; on error, what is loaded stays
+/// so (the caller unloads it).
+fn attach_tp_btf(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
+    let (name, tracepoint) = TP_BTF;
+    if !cfg!(target_arch = "x86_64") {
+        return Err(CaptureError::TpBtf {
+            what: "the program reads x86-64 syscall registers and numbers".into(),
+            source: std::env::consts::ARCH.into(),
+        });
+    }
+    let btf = aya::Btf::from_sys_fs().map_err(|e| CaptureError::TpBtf {
+        what: "reading the kernel's BTF".into(),
+        source: e.into(),
+    })?;
+    let program: &mut BtfTracePoint = program(ebpf, name)?;
+    program
+        .load(tracepoint, &btf)
+        .map_err(|e| CaptureError::TpBtf {
+            what: format!("loading {name} for {tracepoint}"),
+            source: e.into(),
+        })?;
+    program.attach().map_err(|e| CaptureError::TpBtf {
+        what: format!("attaching {name} to {tracepoint}"),
+        source: e.into(),
+    })?;
+    Ok(())
+}
+
+/// Detaches and unloads the `sys_exit` BTF tracepoint program if it got loaded.
+fn unload_tp_btf(ebpf: &mut Ebpf) {
+    if let Ok(program) = program::<BtfTracePoint>(ebpf, TP_BTF.0) {
+        let _ = program.unload();
+    }
 }
 
 fn attach_tracepoints(
@@ -655,7 +745,9 @@ fn load_object(
         agent_tgid: std::process::id(),
         capture_bytes: cfg.capture_bytes.min(MAX_CAPTURE as u32),
         select,
-        wakeup_bytes: ring_bytes / 4,
+        // A quarter of the ring, shared by the CPUs (each counts its own submits).
+        wakeup_bytes: (ring_bytes / 4 / aya::util::nr_cpus().map_or(1, |n| n.max(1)) as u32)
+            .max(16 << 10),
         offsets,
         inject: u32::from(inject),
         parent_based: u32::from(parent_based),

@@ -97,12 +97,6 @@ impl Sink {
             }
         }
     }
-
-    async fn shutdown(self) {
-        if let Sink::Otlp(s) = self {
-            s.shutdown();
-        }
-    }
 }
 
 /// Queues a span for export without ever waiting: a full queue drops it (counted).
@@ -191,7 +185,6 @@ pub async fn run(
             }
         }
     }
-    sink.shutdown().await;
 }
 
 /// Exports one batch, or drops it (counted) once the shutdown deadline has passed.

@@ -19,11 +19,11 @@ use crate::telemetry::TELEMETRY;
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsExportError {
     #[error(
-        "OTEL_EXPORTER_OTLP_(METRICS_|LOGS_)PROTOCOL / OTEL_EXPORTER_OTLP_PROTOCOL={0} is not supported; use grpc or http/protobuf"
+        "OTEL_EXPORTER_OTLP_(TRACES_|METRICS_|LOGS_)PROTOCOL / OTEL_EXPORTER_OTLP_PROTOCOL={0} is not supported; use grpc or http/protobuf"
     )]
     Protocol(String),
     #[error(
-        "OTLP endpoint {endpoint:?} is not a valid URI: {reason}; check OTEL_EXPORTER_OTLP_(METRICS_|LOGS_)ENDPOINT"
+        "OTLP endpoint {endpoint:?} is not a valid URI: {reason}; check OTEL_EXPORTER_OTLP_(TRACES_|METRICS_|LOGS_)ENDPOINT"
     )]
     Endpoint { endpoint: String, reason: String },
 }
@@ -47,6 +47,11 @@ fn env_var(name: &str) -> Option<String> {
 impl MetricsExportConfig {
     pub fn from_env() -> Result<Self, MetricsExportError> {
         Self::from_lookup(env_var)
+    }
+
+    /// Where OTLP spans go: the same variables with `TRACES` for `METRICS` (no interval).
+    pub fn traces_from_env() -> Result<Self, MetricsExportError> {
+        Self::for_signal(env_var, "TRACES", "traces")
     }
 
     /// Where OTLP logs go: the same variables with `LOGS` for `METRICS` (no interval).
