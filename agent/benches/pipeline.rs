@@ -7,13 +7,17 @@ use std::hint::black_box;
 use agent_common::{ConnOrigin, Direction};
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use prost::Message as _;
 use tracewire::{
     capture::{
         ConnKey,
         event::{ConnOpen, DataChunk},
         process::ProcessCache,
     },
-    export::red::{Red, RedConfig},
+    export::{
+        otlp::TraceRequests,
+        red::{Red, RedConfig},
+    },
     protocol::{http1, http2::Http2Direction},
     reassembly::{ConnTable, Limits, Notice},
     sampling::tail::{TailConfig, TailSampler},
@@ -282,5 +286,29 @@ fn after_span(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, parse, pipeline, after_span);
+/// OTLP encoding of a 512-span batch (the default `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`), per span:
+/// straight to bytes as the exporter does, and the baseline through the protobuf structs (what
+/// `opentelemetry-otlp` builds after its own conversion to the SDK's `SpanData`).
+fn export(c: &mut Criterion) {
+    const N: u64 = 512;
+    let mut spans = Vec::with_capacity(N as usize);
+    exchanges_into(N, &mut |span| spans.push(span));
+    let mut g = c.benchmark_group("export");
+    g.throughput(Throughput::Elements(N));
+    g.bench_function("otlp_encode", |b| {
+        let mut requests = TraceRequests::new("bench-host".into(), Vec::new());
+        b.iter(|| black_box(requests.encode(black_box(&spans)).0.len()))
+    });
+    g.bench_function("otlp_via_structs", |b| {
+        let mut requests = TraceRequests::new("bench-host".into(), Vec::new());
+        b.iter_batched(
+            || spans.clone(),
+            |batch| black_box(requests.request(batch).encode_to_vec().len()),
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, parse, pipeline, after_span, export);
 criterion_main!(benches);

@@ -18,7 +18,6 @@ use tracewire::{
     reassembly::Limits,
     sampling::head::Sampler,
     span::{http::SpanOptions, rpc::RpcConventions},
-    telemetry::PartialSuccessLayer,
 };
 
 /// Zero-code distributed tracing: every HTTP/1.x request on this host becomes an OpenTelemetry
@@ -409,21 +408,18 @@ async fn wait_for_signal() {
 
 fn main() -> ExitCode {
     use tracing_subscriber::util::SubscriberInitExt as _;
-    use tracing_subscriber::{Layer as _, filter::filter_fn, layer::SubscriberExt as _};
+    use tracing_subscriber::{Layer as _, layer::SubscriberExt as _};
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        // The OTLP exporter warns once per failed batch, kube's client logs an error per failed
-        // request (every retry of the pod watch): an outage would flood the log. The agent
-        // logs both kinds of failure itself, once per outage or rate-limited.
-        .unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new("info,opentelemetry=error,kube_client=off")
-        });
+        // kube's client logs an error per failed request (every retry of the pod watch): an
+        // outage would flood the log. The agent logs that failure itself, once per outage, as
+        // it does failed and partial exports (rate-limited).
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_client=off"));
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
                 .with_filter(filter),
         )
-        .with(PartialSuccessLayer.with_filter(filter_fn(PartialSuccessLayer::interested)))
         .init();
     let cli = Cli::parse();
     let (command, args) = match cli.command {

@@ -649,56 +649,19 @@ fn render_process(out: &mut String) {
     );
 }
 
-/// Counts the collector's partial-success answers, which `opentelemetry-otlp` reports only as a
-/// warning event (`TonicTracesClient.PartialSuccess`, `HttpTraceClient.PartialSuccess`, with
-/// `rejected_spans`): the spans named there are lost, and counted as `collector_rejected`, and
-/// logged here (the first time, then once per thousand spans), since the exporter's own
-/// warnings are filtered out of the log by default (one per failed batch in an outage).
-pub struct PartialSuccessLayer;
-
-impl PartialSuccessLayer {
-    /// The events this layer reads: warnings of the OTLP exporter only, so that no other
-    /// callsite (the hot path's trace events) is enabled on its account.
-    pub fn interested(meta: &tracing::Metadata<'_>) -> bool {
-        *meta.level() <= tracing::Level::WARN && meta.target().starts_with("opentelemetry")
-    }
-}
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PartialSuccessLayer {
-    fn on_event(
-        &self,
-        event: &tracing::Event<'_>,
-        _ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        let name = event.metadata().name();
-        if !name.ends_with(".PartialSuccess") || !name.contains("Trace") {
-            return;
-        }
-        struct Rejected(u64);
-        impl tracing::field::Visit for Rejected {
-            fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
-                if field.name() == "rejected_spans" {
-                    self.0 = u64::try_from(value).unwrap_or(0);
-                }
-            }
-            fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
-                if field.name() == "rejected_spans" {
-                    self.0 = value;
-                }
-            }
-            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
-        }
-        let mut rejected = Rejected(0);
-        event.record(&mut rejected);
-        let before = TELEMETRY.dropped(Drop::CollectorRejected);
-        TELEMETRY.drop_n(Drop::CollectorRejected, rejected.0);
-        if before == 0 || before / 1000 != (before + rejected.0) / 1000 {
-            tracing::warn!(
-                rejected_spans = rejected.0,
-                "the collector refused part of an export (partial success); those spans are lost \
-                 and counted as collector_rejected"
-            );
-        }
+/// Counts the spans a collector refused in a partial-success answer: they are lost, so
+/// counted as `collector_rejected`, and logged (the first time, then once per thousand spans;
+/// an outage must not flood the log).
+pub fn collector_rejected(rejected: u64, message: &str) {
+    let before = TELEMETRY.dropped(Drop::CollectorRejected);
+    TELEMETRY.drop_n(Drop::CollectorRejected, rejected);
+    if before == 0 || before / 1000 != (before + rejected) / 1000 {
+        tracing::warn!(
+            rejected_spans = rejected,
+            collector_says = message,
+            "the collector refused part of an export (partial success); those spans are lost \
+             and counted as collector_rejected"
+        );
     }
 }
 

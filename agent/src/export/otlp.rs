@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use opentelemetry::trace::TraceState;
 use opentelemetry_proto::tonic::{
-    collector::trace::v1::{ExportTraceServiceRequest, trace_service_client::TraceServiceClient},
+    collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse},
     common::v1::{AnyValue, ArrayValue, InstrumentationScope, KeyValue, any_value::Value},
     resource::v1::Resource,
     trace::v1::{
@@ -23,6 +23,7 @@ use opentelemetry_proto::tonic::{
         status::StatusCode,
     },
 };
+use prost::Message as _;
 
 use super::{
     otlp_metrics::{Client, MetricsExportConfig, MetricsExportError, send},
@@ -97,15 +98,19 @@ pub struct TraceRequests {
     pods: Option<PodDirectory>,
     /// By pid, service name and whether the pod's metadata was known: a resource built before
     /// the watch named the pod is not kept once it has.
-    resources: HashMap<(u32, String, bool), Resource>,
+    resources: HashMap<(u32, String, bool), (Resource, Vec<u8>)>,
+    /// The scope, encoded.
+    scope_bytes: Vec<u8>,
 }
 
 const MAX_RESOURCES: usize = 4096;
 
 impl TraceRequests {
     pub fn new(host_name: String, node_attributes: Vec<(String, String)>) -> Self {
+        let scope = scope();
         TraceRequests {
-            scope: scope(),
+            scope_bytes: scope.encode_to_vec(),
+            scope,
             host_name,
             node_attributes,
             pods: None,
@@ -119,26 +124,68 @@ impl TraceRequests {
         self.resources.clear();
     }
 
-    fn resource(&mut self, span: &Span) -> Resource {
+    /// The process's resource, and its encoding.
+    fn resource(&mut self, span: &Span) -> &(Resource, Vec<u8>) {
         let p = &span.process;
         let pod = match (&self.pods, &p.container.pod_uid) {
             (Some(pods), Some(uid)) => pods.get(uid),
             _ => None,
         };
         let key = (p.pid, p.service_name.clone(), pod.is_some());
-        if let Some(r) = self.resources.get(&key) {
-            return r.clone();
-        }
-        if self.resources.len() >= MAX_RESOURCES {
+        if self.resources.len() >= MAX_RESOURCES && !self.resources.contains_key(&key) {
             self.resources.clear();
         }
-        let r = resource_of(span, &self.host_name, &self.node_attributes, pod.as_deref());
-        self.resources.insert(key, r.clone());
-        r
+        self.resources.entry(key).or_insert_with(|| {
+            let r = resource_of(span, &self.host_name, &self.node_attributes, pod.as_deref());
+            let bytes = r.encode_to_vec();
+            (r, bytes)
+        })
     }
 
-    /// One request for `batch`: a `ResourceSpans` per process (pid and service name), in the
-    /// order the processes first appear.
+    /// The encoded `ExportTraceServiceRequest` for `batch`: a `ResourceSpans` per process (pid
+    /// and service name), in the order the processes first appear. Written straight from the
+    /// agent's spans with prost's wire primitives: no protobuf struct, string or vector is
+    /// allocated per span. The bytes are those prost gives for [`Self::request`] (unit test).
+    pub fn encode(&mut self, batch: &[Span]) -> Encoded {
+        // Per process: (pid, service name, resource bytes, encoded spans).
+        let mut groups: Vec<(u32, &str, Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut last = usize::MAX;
+        for span in batch {
+            let p = &span.process;
+            let same =
+                |g: &(u32, &str, Vec<u8>, Vec<u8>)| g.0 == p.pid && g.1 == p.service_name.as_str();
+            let slot = if groups.get(last).is_some_and(same) {
+                last
+            } else if let Some(i) = groups.iter().position(same) {
+                i
+            } else {
+                let resource = self.resource(span).1.clone();
+                groups.push((p.pid, p.service_name.as_str(), resource, Vec::new()));
+                groups.len() - 1
+            };
+            last = slot;
+            if let Some(group) = groups.get_mut(slot) {
+                wire::put_span(&mut group.3, span);
+            }
+        }
+        let mut out = Vec::new();
+        for (_, _, resource, spans) in &groups {
+            let scope_spans = wire::field_len(1, self.scope_bytes.len()) + spans.len();
+            let resource_spans =
+                wire::field_len(1, resource.len()) + wire::field_len(2, scope_spans);
+            out.reserve(wire::field_len(1, resource_spans));
+            wire::put_header(&mut out, 1, resource_spans);
+            wire::put_bytes(&mut out, 1, resource);
+            wire::put_header(&mut out, 2, scope_spans);
+            wire::put_bytes(&mut out, 1, &self.scope_bytes);
+            out.extend_from_slice(spans);
+        }
+        Encoded(out)
+    }
+
+    /// The same request as protobuf structs: the reference [`Self::encode`] is tested against,
+    /// and the baseline of its benchmark (this is what `opentelemetry-otlp` builds, minus its
+    /// conversion through the SDK's `SpanData`).
     pub fn request(&mut self, batch: Vec<Span>) -> ExportTraceServiceRequest {
         let mut groups: Vec<ResourceSpans> = Vec::new();
         // (pid, service name) of each group; spans of one process mostly come in runs.
@@ -154,7 +201,7 @@ impl TraceRequests {
             } else {
                 keys.push((p.pid, p.service_name.clone()));
                 groups.push(ResourceSpans {
-                    resource: Some(self.resource(&span)),
+                    resource: Some(self.resource(&span).0.clone()),
                     scope_spans: vec![ScopeSpans {
                         scope: Some(self.scope.clone()),
                         spans: Vec::new(),
@@ -172,6 +219,38 @@ impl TraceRequests {
         ExportTraceServiceRequest {
             resource_spans: groups,
         }
+    }
+}
+
+/// The gRPC method of OTLP span export.
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// A protobuf message already encoded (`TraceRequests::encode`), for the transports that take
+/// a prost message: its bytes are written as they are.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Encoded(pub Vec<u8>);
+
+impl prost::Message for Encoded {
+    fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
+        buf.put_slice(&self.0);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl prost::bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
     }
 }
 
@@ -203,21 +282,41 @@ impl OtlpSink {
     }
 
     pub async fn export(&mut self, batch: Vec<Span>) -> Result<(), String> {
-        let request = self.requests.request(batch);
-        send(
+        let request = self.requests.encode(&batch);
+        drop(batch);
+        let answer: ExportTraceServiceResponse = send(
             &mut self.client,
             &self.cfg,
             false,
             request,
             |channel, req, gzip| async move {
-                let mut c = TraceServiceClient::new(channel);
+                // What the generated TraceServiceClient::export does, for a request that is
+                // already bytes.
+                let mut grpc = tonic::client::Grpc::new(channel);
                 if gzip {
-                    c = c.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+                    grpc = grpc.send_compressed(tonic::codec::CompressionEncoding::Gzip);
                 }
-                c.export(req).await.map(|_| ())
+                grpc.ready()
+                    .await
+                    .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+                let codec =
+                    tonic_prost::ProstCodec::<Encoded, ExportTraceServiceResponse>::default();
+                let path = tonic::codegen::http::uri::PathAndQuery::from_static(EXPORT_PATH);
+                grpc.unary(req, path, codec).await.map(|r| r.into_inner())
             },
         )
-        .await
+        .await?;
+        // OTLP: spans a collector refuses in a partial success are not to be retried; they
+        // are lost, so counted and logged.
+        if let Some(partial) = answer.partial_success
+            && partial.rejected_spans > 0
+        {
+            crate::telemetry::collector_rejected(
+                u64::try_from(partial.rejected_spans).unwrap_or(0),
+                &partial.error_message,
+            );
+        }
+        Ok(())
     }
 }
 
@@ -347,6 +446,225 @@ fn proto_span(span: Span) -> ProtoSpan {
     }
 }
 
+/// OTLP's `Span` written with prost's wire primitives, fields in tag order and defaults left
+/// out as prost does (so the bytes equal prost's for the same message). Lengths of nested
+/// messages are computed before they are written: nothing is encoded twice or buffered.
+mod wire {
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+
+    use super::{AttrValue, Attribute, Span, SpanFlags, SpanKind, Status, TraceState};
+
+    /// Bytes of a length-delimited field `tag` holding `len` bytes.
+    pub fn field_len(tag: u32, len: usize) -> usize {
+        key_len(tag) + encoded_len_varint(len as u64) + len
+    }
+
+    /// The key and length of a length-delimited field; its `len` bytes follow.
+    pub fn put_header(buf: &mut Vec<u8>, tag: u32, len: usize) {
+        encode_key(tag, WireType::LengthDelimited, buf);
+        encode_varint(len as u64, buf);
+    }
+
+    pub fn put_bytes(buf: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
+        put_header(buf, tag, bytes.len());
+        buf.extend_from_slice(bytes);
+    }
+
+    /// A proto3 string or bytes field: left out when empty.
+    fn put_nonempty(buf: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            put_bytes(buf, tag, bytes);
+        }
+    }
+
+    fn nonempty_len(tag: u32, len: usize) -> usize {
+        if len == 0 { 0 } else { field_len(tag, len) }
+    }
+
+    fn fixed64_len(tag: u32, v: u64) -> usize {
+        if v == 0 { 0 } else { key_len(tag) + 8 }
+    }
+
+    fn put_fixed64(buf: &mut Vec<u8>, tag: u32, v: u64) {
+        if v != 0 {
+            encode_key(tag, WireType::SixtyFourBit, buf);
+            buf.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+
+    fn varint_len(tag: u32, v: u64) -> usize {
+        if v == 0 {
+            0
+        } else {
+            key_len(tag) + encoded_len_varint(v)
+        }
+    }
+
+    fn put_varint(buf: &mut Vec<u8>, tag: u32, v: u64) {
+        if v != 0 {
+            encode_key(tag, WireType::Varint, buf);
+            encode_varint(v, buf);
+        }
+    }
+
+    /// `AnyValue` holding a string (`string_value`, 1) or an int (`int_value`, 3): a oneof
+    /// member is written even when it is the default.
+    fn str_value_len(s: &str) -> usize {
+        field_len(1, s.len())
+    }
+
+    fn int_value_len(i: i64) -> usize {
+        key_len(3) + encoded_len_varint(i as u64)
+    }
+
+    fn put_str_value(buf: &mut Vec<u8>, s: &str) {
+        put_bytes(buf, 1, s.as_bytes());
+    }
+
+    fn put_int_value(buf: &mut Vec<u8>, i: i64) {
+        encode_key(3, WireType::Varint, buf);
+        encode_varint(i as u64, buf);
+    }
+
+    /// `ArrayValue` (`values`, 1: repeated AnyValue) of strings or ints.
+    fn array_len(v: &AttrValue) -> usize {
+        match v {
+            AttrValue::StrArray(v) => v.iter().map(|s| field_len(1, str_value_len(s))).sum(),
+            AttrValue::IntArray(v) => v.iter().map(|i| field_len(1, int_value_len(*i))).sum(),
+            AttrValue::Str(_) | AttrValue::Int(_) => 0,
+        }
+    }
+
+    fn any_value_len(v: &AttrValue) -> usize {
+        match v {
+            AttrValue::Str(s) => str_value_len(s),
+            AttrValue::Int(i) => int_value_len(*i),
+            // `array_value`, 5.
+            AttrValue::StrArray(_) | AttrValue::IntArray(_) => field_len(5, array_len(v)),
+        }
+    }
+
+    fn put_any_value(buf: &mut Vec<u8>, v: &AttrValue) {
+        match v {
+            AttrValue::Str(s) => put_str_value(buf, s),
+            AttrValue::Int(i) => put_int_value(buf, *i),
+            AttrValue::StrArray(items) => {
+                put_header(buf, 5, array_len(v));
+                for s in items {
+                    put_header(buf, 1, str_value_len(s));
+                    put_str_value(buf, s);
+                }
+            }
+            AttrValue::IntArray(items) => {
+                put_header(buf, 5, array_len(v));
+                for i in items {
+                    put_header(buf, 1, int_value_len(*i));
+                    put_int_value(buf, *i);
+                }
+            }
+        }
+    }
+
+    /// `KeyValue`: key (1), value (2, always present).
+    fn key_value_len(a: &Attribute) -> usize {
+        nonempty_len(1, a.key.len()) + field_len(2, any_value_len(&a.value))
+    }
+
+    fn put_key_value(buf: &mut Vec<u8>, tag: u32, a: &Attribute) {
+        put_header(buf, tag, key_value_len(a));
+        put_nonempty(buf, 1, a.key.as_bytes());
+        put_header(buf, 2, any_value_len(&a.value));
+        put_any_value(buf, &a.value);
+    }
+
+    fn attributes_len(tag: u32, attributes: &[Attribute]) -> usize {
+        attributes
+            .iter()
+            .map(|a| field_len(tag, key_value_len(a)))
+            .sum()
+    }
+
+    /// `Span.Event`: time (1), name (2), attributes (3).
+    fn event_len(time: u64, name: &str, attributes: &[Attribute]) -> usize {
+        fixed64_len(1, time) + nonempty_len(2, name.len()) + attributes_len(3, attributes)
+    }
+
+    /// `Status`: message (2, always empty), code (3): 2 for ERROR.
+    fn status_code(status: Status) -> u64 {
+        match status {
+            Status::Unset => 0,
+            Status::Error => 2,
+        }
+    }
+
+    /// Appends `span` as field 2 of a `ScopeSpans` (its `spans`).
+    pub fn put_span(buf: &mut Vec<u8>, span: &Span) {
+        // Passed on only if valid W3C tracestate, normalised.
+        let trace_state = span
+            .tracestate
+            .as_deref()
+            .and_then(|s| s.parse::<TraceState>().ok())
+            .map(|t| t.header())
+            .unwrap_or_default();
+        let parent: &[u8] = match &span.parent_span_id {
+            Some(p) => p,
+            None => &[],
+        };
+        let kind: u64 = match span.kind {
+            SpanKind::Server => 2,
+            SpanKind::Client => 3,
+        };
+        let mut flags = 1 | SpanFlags::ContextHasIsRemoteMask as u32;
+        if span.parent_is_remote {
+            flags |= SpanFlags::ContextIsRemoteMask as u32;
+        }
+        let code = status_code(span.status);
+        let events: usize = span
+            .events
+            .iter()
+            .map(|e| field_len(11, event_len(e.time_unix_ns, e.name, &e.attributes)))
+            .sum();
+        let len = field_len(1, span.trace_id.len())
+            + field_len(2, span.span_id.len())
+            + nonempty_len(3, trace_state.len())
+            + nonempty_len(4, parent.len())
+            + nonempty_len(5, span.name.len())
+            + varint_len(6, kind)
+            + fixed64_len(7, span.start_unix_ns)
+            + fixed64_len(8, span.end_unix_ns)
+            + attributes_len(9, &span.attributes)
+            + events
+            + field_len(15, varint_len(3, code))
+            + key_len(16)
+            + 4;
+        buf.reserve(field_len(2, len));
+        put_header(buf, 2, len);
+        put_bytes(buf, 1, &span.trace_id);
+        put_bytes(buf, 2, &span.span_id);
+        put_nonempty(buf, 3, trace_state.as_bytes());
+        put_nonempty(buf, 4, parent);
+        put_nonempty(buf, 5, span.name.as_bytes());
+        put_varint(buf, 6, kind);
+        put_fixed64(buf, 7, span.start_unix_ns);
+        put_fixed64(buf, 8, span.end_unix_ns);
+        for a in &span.attributes {
+            put_key_value(buf, 9, a);
+        }
+        for e in &span.events {
+            put_header(buf, 11, event_len(e.time_unix_ns, e.name, &e.attributes));
+            put_fixed64(buf, 1, e.time_unix_ns);
+            put_nonempty(buf, 2, e.name.as_bytes());
+            for a in &e.attributes {
+                put_key_value(buf, 3, a);
+            }
+        }
+        put_header(buf, 15, varint_len(3, code));
+        put_varint(buf, 3, code);
+        encode_key(16, WireType::ThirtyTwoBit, buf);
+        buf.extend_from_slice(&flags.to_le_bytes());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -464,6 +782,71 @@ mod tests {
         assert_eq!(status(server), Some(StatusCode::Unset as i32));
         let other = &request.resource_spans[1].scope_spans[0].spans[0];
         assert_eq!(status(other), Some(StatusCode::Error as i32));
+    }
+
+    /// The hand-written encoding is byte for byte what prost writes for the protobuf structs,
+    /// over processes interleaved, every attribute type, events, errors, remote parents,
+    /// tracestate, and empty or negative values.
+    #[test]
+    fn encode_writes_the_bytes_prost_writes_for_the_request() {
+        let a = ProcessInfo::for_test("a");
+        let mut b = (*ProcessInfo::for_test("b")).clone();
+        b.pid = 2;
+        b.container.container_id = Some("c0ffee".into());
+        let b = Arc::new(b);
+        let mut batch = Vec::new();
+        for i in 0..40u8 {
+            let process = if i % 3 == 0 { &b } else { &a };
+            let status = if i % 4 == 0 {
+                Status::Error
+            } else {
+                Status::Unset
+            };
+            let mut s = span(process, i, status);
+            match i % 5 {
+                0 => s.tracestate = Some("vendor=a,other=b".into()),
+                1 => {
+                    s.attributes.push(Attribute {
+                        key: "tracewire.critical_path.names",
+                        value: AttrValue::StrArray(vec!["GET /".into(), String::new()]),
+                    });
+                    s.attributes.push(Attribute {
+                        key: "negative",
+                        value: AttrValue::Int(-7),
+                    });
+                }
+                2 => {
+                    s.events.clear();
+                    s.attributes.clear();
+                    s.name.clear();
+                }
+                3 => s.attributes.push(Attribute::str("empty", "")),
+                _ => {
+                    s.start_unix_ns = 0;
+                    s.attributes.push(Attribute {
+                        key: "zero",
+                        value: AttrValue::Int(0),
+                    });
+                    s.attributes.push(Attribute {
+                        key: "none",
+                        value: AttrValue::IntArray(Vec::new()),
+                    });
+                }
+            }
+            batch.push(s);
+        }
+        let mut requests = TraceRequests::new("host-1".into(), vec![("k".into(), "v".into())]);
+        let encoded = requests.encode(&batch);
+        let reference = requests.request(batch).encode_to_vec();
+        assert_eq!(encoded.0, reference);
+        assert!(
+            ExportTraceServiceRequest::decode(encoded.0.as_slice())
+                .expect("decodes")
+                .resource_spans
+                .len()
+                == 2
+        );
+        assert!(requests.encode(&[]).0.is_empty());
     }
 
     #[test]

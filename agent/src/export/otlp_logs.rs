@@ -143,7 +143,7 @@ pub async fn run(
                     if gzip {
                         c = c.send_compressed(tonic::codec::CompressionEncoding::Gzip);
                     }
-                    c.export(req).await.map(|_| ())
+                    c.export(req).await.map(|r| r.into_inner())
                 },
             )
             .await;

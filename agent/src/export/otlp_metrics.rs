@@ -207,12 +207,12 @@ pub async fn run(
                     if gzip {
                         c = c.send_compressed(tonic::codec::CompressionEncoding::Gzip);
                     }
-                    c.export(req).await.map(|_| ())
+                    c.export(req).await.map(|r| r.into_inner())
                 },
             )
             .await;
             match result {
-                Ok(()) => {
+                Ok(_) => {
                     TELEMETRY
                         .metric_exports
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -235,18 +235,20 @@ pub async fn run(
 
 /// Sends `request` with the configured headers within the configured timeout (at most 2 s
 /// for the `last` one, at shutdown): over gRPC through `grpc` (the signal's generated client on
-/// the channel, compressed if the flag says so), over HTTP as a protobuf POST.
-pub(super) async fn send<M, F, Fut>(
+/// the channel, compressed if the flag says so), over HTTP as a protobuf POST. Returns the
+/// collector's answer (over HTTP, an empty or undecodable body reads as the default answer).
+pub(super) async fn send<M, R, F, Fut>(
     client: &mut Client,
     cfg: &MetricsExportConfig,
     last: bool,
     request: M,
     grpc: F,
-) -> Result<(), String>
+) -> Result<R, String>
 where
     M: prost::Message,
+    R: prost::Message + Default,
     F: FnOnce(tonic::transport::Channel, tonic::Request<M>, bool) -> Fut,
-    Fut: std::future::Future<Output = Result<(), tonic::Status>>,
+    Fut: std::future::Future<Output = Result<R, tonic::Status>>,
 {
     let timeout = if last {
         cfg.timeout.min(Duration::from_secs(2))
@@ -258,16 +260,17 @@ where
         .unwrap_or_else(|_| Err(format!("timed out after {timeout:?}")))
 }
 
-async fn send_now<M, F, Fut>(
+async fn send_now<M, R, F, Fut>(
     client: &mut Client,
     cfg: &MetricsExportConfig,
     request: M,
     grpc: F,
-) -> Result<(), String>
+) -> Result<R, String>
 where
     M: prost::Message,
+    R: prost::Message + Default,
     F: FnOnce(tonic::transport::Channel, tonic::Request<M>, bool) -> Fut,
-    Fut: std::future::Future<Output = Result<(), tonic::Status>>,
+    Fut: std::future::Future<Output = Result<R, tonic::Status>>,
 {
     match client {
         Client::Grpc(channel) => {
@@ -301,11 +304,11 @@ where
                 req = req.header(k.as_str(), v.as_str());
             }
             let resp = req.body(body).send().await.map_err(|e| e.to_string())?;
-            if resp.status().is_success() {
-                Ok(())
-            } else {
-                Err(format!("HTTP {}", resp.status()))
+            if !resp.status().is_success() {
+                return Err(format!("HTTP {}", resp.status()));
             }
+            let answer = resp.bytes().await.map_err(|e| e.to_string())?;
+            Ok(R::decode(answer).unwrap_or_default())
         }
     }
 }

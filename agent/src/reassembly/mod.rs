@@ -798,6 +798,10 @@ pub async fn run(
     let mut gauge = tokio::time::interval(std::time::Duration::from_secs(1));
     gauge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut out = Vec::new();
+    // Events are taken as many as are queued (up to BATCH): one wakeup and one poll of the
+    // timers per batch rather than per event.
+    const BATCH: usize = 256;
+    let mut batch = Vec::with_capacity(BATCH);
     loop {
         tokio::select! {
             _ = gauge.tick() => {
@@ -806,18 +810,24 @@ pub async fn run(
                 let cap = notices.max_capacity();
                 TELEMETRY.set_queue(Queue::Notices, cap - notices.capacity(), cap);
             }
-            ev = events.recv() => match ev {
-                Some(CaptureEvent::Open(o)) => table.open(o, &mut out),
-                Some(CaptureEvent::Data(d)) => table.data(d, &mut out),
-                Some(CaptureEvent::TlsUnbound(d)) => table.unbound(d),
-                Some(CaptureEvent::TlsBind { key, tid }) => table.bind(key, tid, &mut out),
-                Some(CaptureEvent::Close { key, fd, .. }) => table.close(key, fd, &mut out),
-                Some(CaptureEvent::ProcessExit { tgid }) => table.process_exit(tgid, &mut out),
-                Some(CaptureEvent::Log(chunk)) => table.log(chunk, &mut out),
-                Some(CaptureEvent::ProcessService { tgid, service_name }) => {
-                    table.learn_service(tgid, service_name)
+            n = events.recv_many(&mut batch, BATCH) => {
+                if n == 0 {
+                    break;
                 }
-                None => break,
+                for ev in batch.drain(..) {
+                    match ev {
+                        CaptureEvent::Open(o) => table.open(o, &mut out),
+                        CaptureEvent::Data(d) => table.data(d, &mut out),
+                        CaptureEvent::TlsUnbound(d) => table.unbound(d),
+                        CaptureEvent::TlsBind { key, tid } => table.bind(key, tid, &mut out),
+                        CaptureEvent::Close { key, fd, .. } => table.close(key, fd, &mut out),
+                        CaptureEvent::ProcessExit { tgid } => table.process_exit(tgid, &mut out),
+                        CaptureEvent::Log(chunk) => table.log(chunk, &mut out),
+                        CaptureEvent::ProcessService { tgid, service_name } => {
+                            table.learn_service(tgid, service_name)
+                        }
+                    }
+                }
             },
             _ = sweep.tick() => table.evict_idle(monotonic_now_ns(), &mut out),
         }

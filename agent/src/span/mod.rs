@@ -269,11 +269,14 @@ pub async fn run(
     let mut ready: Vec<Span> = Vec::new();
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Notices are taken as many as are queued (up to BATCH): one wakeup and one poll of the
+    // timer per batch rather than per notice.
+    const BATCH: usize = 256;
+    let mut batch = Vec::with_capacity(BATCH);
     loop {
-        let notice = tokio::select! {
-            notice = notices.recv() => match notice {
-                Some(notice) => notice,
-                None => break,
+        tokio::select! {
+            n = notices.recv_many(&mut batch, BATCH) => if n == 0 {
+                break;
             },
             _ = tick.tick() => {
                 analyzer.tick(std::time::Instant::now(), &mut ready);
@@ -283,45 +286,47 @@ pub async fn run(
                 ready.drain(..).for_each(send);
                 continue;
             }
-        };
-        match notice {
-            Notice::Started(req) => contexts.start(&req),
-            Notice::Abandoned { id, tgid } => {
-                contexts.finish(id, tgid);
-            }
-            Notice::Log(line) => {
-                if let Some(tap) = logs.as_mut() {
-                    tap.write(line, &contexts, &clock);
+        }
+        for notice in batch.drain(..) {
+            match notice {
+                Notice::Started(req) => contexts.start(&req),
+                Notice::Abandoned { id, tgid } => {
+                    contexts.finish(id, tgid);
                 }
-            }
-            Notice::Finished(ex) => {
-                let ctx = contexts
-                    .finish(ex.id, ex.conn.process.pid)
-                    .unwrap_or_else(context::SpanContext::new_root);
-                if !ctx.sampled && red.is_none() {
+                Notice::Log(line) => {
+                    if let Some(tap) = logs.as_mut() {
+                        tap.write(line, &contexts, &clock);
+                    }
+                }
+                Notice::Finished(ex) => {
+                    let ctx = contexts
+                        .finish(ex.id, ex.conn.process.pid)
+                        .unwrap_or_else(context::SpanContext::new_root);
+                    if !ctx.sampled && red.is_none() {
+                        crate::telemetry::TELEMETRY
+                            .spans_sampled_out
+                            .fetch_add(1, Relaxed);
+                        continue;
+                    }
+                    let sampled = ctx.sampled;
+                    let span = http::build(&ex, ctx, &clock, opts);
+                    if let Some(red) = &red {
+                        red.lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .record(&span);
+                    }
+                    if !sampled {
+                        crate::telemetry::TELEMETRY
+                            .spans_sampled_out
+                            .fetch_add(1, Relaxed);
+                        continue;
+                    }
                     crate::telemetry::TELEMETRY
-                        .spans_sampled_out
+                        .spans_built
                         .fetch_add(1, Relaxed);
-                    continue;
+                    analyzer.process(span, std::time::Instant::now(), &mut ready);
+                    ready.drain(..).for_each(send);
                 }
-                let sampled = ctx.sampled;
-                let span = http::build(&ex, ctx, &clock, opts);
-                if let Some(red) = &red {
-                    red.lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .record(&span);
-                }
-                if !sampled {
-                    crate::telemetry::TELEMETRY
-                        .spans_sampled_out
-                        .fetch_add(1, Relaxed);
-                    continue;
-                }
-                crate::telemetry::TELEMETRY
-                    .spans_built
-                    .fetch_add(1, Relaxed);
-                analyzer.process(span, std::time::Instant::now(), &mut ready);
-                ready.drain(..).for_each(send);
             }
         }
     }
