@@ -241,6 +241,9 @@ fn agent(metrics_port: u16, log: &Path) -> Result<Guard> {
     agent_with(metrics_port, log, &[], &[])
 }
 
+/// The highest peak RSS of an agent while it loaded its programs, in KiB.
+static STARTUP_PEAK_KIB: AtomicU64 = AtomicU64::new(0);
+
 /// Bytes and requests the bench's OTLP receiver got.
 static SINK_BYTES: AtomicU64 = AtomicU64::new(0);
 static SINK_REQUESTS: AtomicU64 = AtomicU64::new(0);
@@ -341,6 +344,11 @@ pub fn agent_with(
             .status()
             .is_ok_and(|s| s.success());
         if ready {
+            // Peak RSS (VmHWM) from here on: the figures are about the agent at work, not the
+            // transient of loading its programs (BTF parsing; the heap is given back after).
+            let loading = status_mib(guard.0.id(), "VmHWM");
+            STARTUP_PEAK_KIB.fetch_max((loading * 1024.0) as u64, Relaxed);
+            let _ = std::fs::write(format!("/proc/{}/clear_refs", guard.0.id()), "5");
             return Ok(guard);
         }
         if Instant::now() > deadline {
@@ -528,6 +536,11 @@ fn overhead(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
         "agent CPU per traced request (user space)",
         per_req_us,
         "us",
+    ));
+    figures.push(Figure::plain(
+        "agent peak RSS while loading its programs (before the heap is trimmed)",
+        STARTUP_PEAK_KIB.load(Relaxed) as f64 / 1024.0,
+        "MiB",
     ));
     figures.push(Figure {
         name: "agent peak RSS under nginx saturation".into(),

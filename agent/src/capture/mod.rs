@@ -398,6 +398,7 @@ impl Capture {
         if let Some(note) = &hooks_note {
             tracing::info!("syscalls are hooked by {}: {note}", hooks.name());
         }
+        release_startup_heap();
         Ok(Capture {
             ebpf,
             ring,
@@ -503,6 +504,19 @@ impl Capture {
     }
 }
 
+/// Gives the heap that start-up used back to the system. Loading parses the kernel's BTF
+/// (several MiB of type data, into tens of MiB of structures) for the offsets, the loader's
+/// relocations and each attach by BTF name; all of it is freed once the programs are attached,
+/// but glibc keeps freed heap pages mapped, so the agent's resident memory stayed ~25 MiB above
+/// what it uses for as long as it ran.
+fn release_startup_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free heap memory to the system; no pointer is touched.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Hooks the syscalls: by fexit when `wanted` allows it and the kernel takes it, else by the
 /// `sys_exit` BTF tracepoint, by syscall tracepoints otherwise. Returns the path and, when it
 /// is not fexit under `auto`, why.
@@ -524,8 +538,15 @@ fn attach_syscall_hooks(
         };
     }
     let mut why = Vec::new();
+    // Parsed once for both BTF-attached paths: each parse of vmlinux's BTF costs time and a
+    // few tens of MiB of heap while it lives.
+    let btf = if wanted == SyscallHooks::Tracepoints {
+        Err("not needed".to_string())
+    } else {
+        aya::Btf::from_sys_fs().map_err(|e| e.to_string())
+    };
     if matches!(wanted, SyscallHooks::Auto | SyscallHooks::Fexit) {
-        match attach_fexit(ebpf) {
+        match attach_fexit(ebpf, &btf) {
             Ok(()) => {
                 attach_tracepoints(ebpf, FEXIT_TRACEPOINTS)?;
                 return Ok((HookPath::Fexit, None));
@@ -541,7 +562,7 @@ fn attach_syscall_hooks(
         }
     }
     if matches!(wanted, SyscallHooks::Auto | SyscallHooks::TpBtf) {
-        match attach_tp_btf(ebpf) {
+        match attach_tp_btf(ebpf, &btf) {
             Ok(()) => {
                 attach_tracepoints(ebpf, FEXIT_TRACEPOINTS)?;
                 return Ok((HookPath::TpBtf, (!why.is_empty()).then(|| why.join("; "))));
@@ -565,7 +586,7 @@ fn attach_syscall_hooks(
 
 /// Loads and attaches the `sys_exit` BTF tracepoint program; on error, what is loaded stays
 /// so (the caller unloads it).
-fn attach_tp_btf(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
+fn attach_tp_btf(ebpf: &mut Ebpf, btf: &Result<aya::Btf, String>) -> Result<(), CaptureError> {
     let (name, tracepoint) = TP_BTF;
     if !cfg!(target_arch = "x86_64") {
         return Err(CaptureError::TpBtf {
@@ -573,13 +594,13 @@ fn attach_tp_btf(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
             source: std::env::consts::ARCH.into(),
         });
     }
-    let btf = aya::Btf::from_sys_fs().map_err(|e| CaptureError::TpBtf {
+    let btf = btf.as_ref().map_err(|e| CaptureError::TpBtf {
         what: "reading the kernel's BTF".into(),
-        source: e.into(),
+        source: e.clone().into(),
     })?;
     let program: &mut BtfTracePoint = program(ebpf, name)?;
     program
-        .load(tracepoint, &btf)
+        .load(tracepoint, btf)
         .map_err(|e| CaptureError::TpBtf {
             what: format!("loading {name} for {tracepoint}"),
             source: e.into(),
@@ -622,21 +643,21 @@ fn attach_tracepoints(
 
 /// Loads and attaches every fexit program; on error, what is attached stays so (the caller
 /// unloads it).
-fn attach_fexit(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
+fn attach_fexit(ebpf: &mut Ebpf, btf: &Result<aya::Btf, String>) -> Result<(), CaptureError> {
     if !cfg!(target_arch = "x86_64") {
         return Err(CaptureError::Fexit {
             what: "the programs read x86-64 syscall registers".into(),
             source: std::env::consts::ARCH.into(),
         });
     }
-    let btf = aya::Btf::from_sys_fs().map_err(|e| CaptureError::Fexit {
+    let btf = btf.as_ref().map_err(|e| CaptureError::Fexit {
         what: "reading the kernel's BTF".into(),
-        source: e.into(),
+        source: e.clone().into(),
     })?;
     for (name, function) in FEXITS {
         let program: &mut FExit = program(ebpf, name)?;
         program
-            .load(function, &btf)
+            .load(function, btf)
             .map_err(|e| CaptureError::Fexit {
                 what: format!("loading {name} for {function}"),
                 source: e.into(),
