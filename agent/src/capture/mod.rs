@@ -26,7 +26,7 @@ use agent_common::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, FExit, TracePoint},
+    programs::{BtfTracePoint, FExit, ProgramError, TracePoint},
 };
 use tokio::{
     io::unix::AsyncFd,
@@ -111,7 +111,7 @@ const FEXITS: &[(&str, &str)] = &[
 ];
 
 /// The middle path: one program on the `sys_exit` BTF tracepoint.
-const TP_BTF: (&str, &str) = ("tw_sys_exit", "sys_exit");
+const TP_BTF: &[(&str, &str)] = &[("tw_sys_exit", "sys_exit")];
 
 /// What the fexit and tp_btf paths still attach as a tracepoint: process exit is not a
 /// syscall.
@@ -546,13 +546,16 @@ fn attach_syscall_hooks(
         aya::Btf::from_sys_fs().map_err(|e| e.to_string())
     };
     if matches!(wanted, SyscallHooks::Auto | SyscallHooks::Fexit) {
-        match attach_fexit(ebpf, &btf) {
+        match attach_btf_path::<FExit>(ebpf, &btf, FEXITS, |what, source| CaptureError::Fexit {
+            what,
+            source,
+        }) {
             Ok(()) => {
                 attach_tracepoints(ebpf, FEXIT_TRACEPOINTS)?;
                 return Ok((HookPath::Fexit, None));
             }
             Err(CaptureError::Fexit { what, source }) if wanted == SyscallHooks::Auto => {
-                unload_fexit(ebpf);
+                unload_btf_path::<FExit>(ebpf, FEXITS);
                 why.push(format!(
                     "fexit refused ({what}: {})",
                     verifier_gist(&source.to_string())
@@ -562,13 +565,15 @@ fn attach_syscall_hooks(
         }
     }
     if matches!(wanted, SyscallHooks::Auto | SyscallHooks::TpBtf) {
-        match attach_tp_btf(ebpf, &btf) {
+        match attach_btf_path::<BtfTracePoint>(ebpf, &btf, TP_BTF, |what, source| {
+            CaptureError::TpBtf { what, source }
+        }) {
             Ok(()) => {
                 attach_tracepoints(ebpf, FEXIT_TRACEPOINTS)?;
                 return Ok((HookPath::TpBtf, (!why.is_empty()).then(|| why.join("; "))));
             }
             Err(CaptureError::TpBtf { what, source }) if wanted == SyscallHooks::Auto => {
-                unload_tp_btf(ebpf);
+                unload_btf_path::<BtfTracePoint>(ebpf, TP_BTF);
                 why.push(format!(
                     "tp_btf refused ({what}: {})",
                     verifier_gist(&source.to_string())
@@ -582,41 +587,6 @@ fn attach_syscall_hooks(
     }
     attach_tracepoints(ebpf, ATTACHMENTS)?;
     Ok((HookPath::Tracepoints, Some(why.join("; "))))
-}
-
-/// Loads and attaches the `sys_exit` BTF tracepoint program; on error, what is loaded stays
-/// so (the caller unloads it).
-fn attach_tp_btf(ebpf: &mut Ebpf, btf: &Result<aya::Btf, String>) -> Result<(), CaptureError> {
-    let (name, tracepoint) = TP_BTF;
-    if !cfg!(target_arch = "x86_64") {
-        return Err(CaptureError::TpBtf {
-            what: "the program reads x86-64 syscall registers and numbers".into(),
-            source: std::env::consts::ARCH.into(),
-        });
-    }
-    let btf = btf.as_ref().map_err(|e| CaptureError::TpBtf {
-        what: "reading the kernel's BTF".into(),
-        source: e.clone().into(),
-    })?;
-    let program: &mut BtfTracePoint = program(ebpf, name)?;
-    program
-        .load(tracepoint, btf)
-        .map_err(|e| CaptureError::TpBtf {
-            what: format!("loading {name} for {tracepoint}"),
-            source: e.into(),
-        })?;
-    program.attach().map_err(|e| CaptureError::TpBtf {
-        what: format!("attaching {name} to {tracepoint}"),
-        source: e.into(),
-    })?;
-    Ok(())
-}
-
-/// Detaches and unloads the `sys_exit` BTF tracepoint program if it got loaded.
-fn unload_tp_btf(ebpf: &mut Ebpf) {
-    if let Ok(program) = program::<BtfTracePoint>(ebpf, TP_BTF.0) {
-        let _ = program.unload();
-    }
 }
 
 fn attach_tracepoints(
@@ -641,33 +611,80 @@ fn attach_tracepoints(
     Ok(())
 }
 
-/// Loads and attaches every fexit program; on error, what is attached stays so (the caller
-/// unloads it).
-fn attach_fexit(ebpf: &mut Ebpf, btf: &Result<aya::Btf, String>) -> Result<(), CaptureError> {
-    if !cfg!(target_arch = "x86_64") {
-        return Err(CaptureError::Fexit {
-            what: "the programs read x86-64 syscall registers".into(),
-            source: std::env::consts::ARCH.into(),
-        });
+/// A program attached by BTF name: fexit on a kernel function, tp_btf on a tracepoint.
+trait BtfHook {
+    fn load_for(&mut self, target: &str, btf: &aya::Btf) -> Result<(), ProgramError>;
+    fn attach_now(&mut self) -> Result<(), ProgramError>;
+    fn unload_now(&mut self) -> Result<(), ProgramError>;
+}
+
+impl BtfHook for FExit {
+    fn load_for(&mut self, target: &str, btf: &aya::Btf) -> Result<(), ProgramError> {
+        self.load(target, btf)
     }
-    let btf = btf.as_ref().map_err(|e| CaptureError::Fexit {
-        what: "reading the kernel's BTF".into(),
-        source: e.clone().into(),
-    })?;
-    for (name, function) in FEXITS {
-        let program: &mut FExit = program(ebpf, name)?;
+    fn attach_now(&mut self) -> Result<(), ProgramError> {
+        self.attach().map(drop)
+    }
+    fn unload_now(&mut self) -> Result<(), ProgramError> {
+        self.unload()
+    }
+}
+
+impl BtfHook for BtfTracePoint {
+    fn load_for(&mut self, target: &str, btf: &aya::Btf) -> Result<(), ProgramError> {
+        self.load(target, btf)
+    }
+    fn attach_now(&mut self) -> Result<(), ProgramError> {
+        self.attach().map(drop)
+    }
+    fn unload_now(&mut self) -> Result<(), ProgramError> {
+        self.unload()
+    }
+}
+
+/// Loads and attaches the `programs` (name, BTF target) of one BTF-attached path (fexit or
+/// tp_btf), whose error `err` builds from what failed and why; on error, what is attached stays
+/// so (the caller unloads it with [`unload_btf_path`]).
+fn attach_btf_path<P: BtfHook>(
+    ebpf: &mut Ebpf,
+    btf: &Result<aya::Btf, String>,
+    programs: &[(&'static str, &'static str)],
+    err: fn(String, Box<dyn std::error::Error + Send + Sync>) -> CaptureError,
+) -> Result<(), CaptureError>
+where
+    for<'a> &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    if !cfg!(target_arch = "x86_64") {
+        return Err(err(
+            "the programs read x86-64 syscall registers".into(),
+            std::env::consts::ARCH.into(),
+        ));
+    }
+    let btf = btf
+        .as_ref()
+        .map_err(|e| err("reading the kernel's BTF".into(), e.clone().into()))?;
+    for (name, target) in programs {
+        let program: &mut P = program(ebpf, name)?;
         program
-            .load(function, btf)
-            .map_err(|e| CaptureError::Fexit {
-                what: format!("loading {name} for {function}"),
-                source: e.into(),
-            })?;
-        program.attach().map_err(|e| CaptureError::Fexit {
-            what: format!("attaching {name} to {function}"),
-            source: e.into(),
-        })?;
+            .load_for(target, btf)
+            .map_err(|e| err(format!("loading {name} for {target}"), e.into()))?;
+        program
+            .attach_now()
+            .map_err(|e| err(format!("attaching {name} to {target}"), e.into()))?;
     }
     Ok(())
+}
+
+/// Detaches and unloads whatever of a BTF-attached path got loaded.
+fn unload_btf_path<P: BtfHook>(ebpf: &mut Ebpf, programs: &[(&'static str, &'static str)])
+where
+    for<'a> &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    for (name, _) in programs {
+        if let Ok(program) = program::<P>(ebpf, name) {
+            let _ = program.unload_now();
+        }
+    }
 }
 
 /// An aya load error without the whole verifier log: the lines where the verifier says why it
@@ -690,15 +707,6 @@ fn verifier_gist(error: &str) -> String {
         head.trim().to_string()
     } else {
         format!("{} verifier: {why}", head.trim())
-    }
-}
-
-/// Detaches and unloads whatever of the fexit path got loaded.
-fn unload_fexit(ebpf: &mut Ebpf) {
-    for (name, _) in FEXITS {
-        if let Ok(program) = program::<FExit>(ebpf, name) {
-            let _ = program.unload();
-        }
     }
 }
 
