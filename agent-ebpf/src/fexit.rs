@@ -102,9 +102,11 @@ fn data_in<C: EbpfContext>(
     if kind == KIND_NOCOPY {
         (ptr, len) = (0, 0);
     }
-    // SAFETY: helper without preconditions.
-    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
-    if let Some(call) = syscalls::begin(cfg, pid_tgid, fd as u32, kind, direction, ptr, len, now) {
+    if let Some(mut call) = syscalls::begin(cfg, pid_tgid, fd as u32, kind, direction, ptr, len) {
+        // The clock is read only for a call that is captured (files, pipes and untraced
+        // sockets stop at the lookups above), and once: it is both ends of the call here.
+        // SAFETY: helper without preconditions.
+        call.start_ns = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
         syscalls::finish::<_, false>(ctx, cfg, pid_tgid, &call, moved);
     }
     0

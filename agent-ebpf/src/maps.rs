@@ -5,7 +5,7 @@ use agent_common::{
 };
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 
 /// Written by user space before load (aya `set_global`); all zero means "trace everything,
@@ -61,10 +61,63 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 #[map]
 pub static SOCKETS: LruHashMap<FdKey, SockInfo> = LruHashMap::with_max_entries(65536, 0);
 
-/// (process, fd) pairs known not to be TCP sockets, or excluded by `--port`: a read/write on
-/// them costs two map lookups and nothing else. Cleared by close().
+/// (process, fd) pairs known not to be TCP sockets, or excluded by `--port`, checked before
+/// anything else on every read/write of the host: a direct-mapped cache, one slot per hash of
+/// the pair holding the pair itself (`ignored_key`). An array lookup is inlined by the JIT, where
+/// a hash-map miss cost ~40 ns; a collision overwrites the older pair, which is classified again
+/// on its next call (a few reads). Cleared by close().
 #[map]
-pub static IGNORED: LruHashMap<FdKey, u8> = LruHashMap::with_max_entries(65536, 0);
+pub static IGNORED: Array<u64> = Array::with_max_entries(IGNORED_SLOTS, 0);
+
+/// Slots of `IGNORED`: a power of two (the slot is the hash's top 16 bits), 512 KiB.
+pub const IGNORED_SLOTS: u32 = 1 << 16;
+
+/// A (process, fd) pair as one word; never 0, as no user process has tgid 0.
+#[inline(always)]
+pub fn ignored_key(key: &FdKey) -> u64 {
+    (u64::from(key.tgid) << 32) | u64::from(key.fd)
+}
+
+/// The slot of a word in a table of `IGNORED_SLOTS`: Fibonacci hashing, the product's top 16
+/// bits.
+#[inline(always)]
+fn ignored_slot(word: u64) -> u32 {
+    (word.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) as u32
+}
+
+/// Is the pair remembered as ignored?
+#[inline(always)]
+pub fn is_ignored(key: &FdKey) -> bool {
+    let word = ignored_key(key);
+    IGNORED
+        .get(ignored_slot(word))
+        .is_some_and(|slot| *slot == word)
+}
+
+/// Remembers the pair as ignored (replacing whatever shared its slot).
+#[inline(always)]
+pub fn ignore(key: &FdKey) {
+    let word = ignored_key(key);
+    if let Some(slot) = IGNORED.get_ptr_mut(ignored_slot(word)) {
+        // SAFETY: pointer into map memory, valid for this program run; an aligned 8-byte
+        // store, so a racing CPU reads the old pair or the new one.
+        unsafe { *slot = word };
+    }
+}
+
+/// Forgets the pair if its slot holds it.
+#[inline(always)]
+pub fn unignore(key: &FdKey) {
+    let word = ignored_key(key);
+    if let Some(slot) = IGNORED.get_ptr_mut(ignored_slot(word)) {
+        // SAFETY: as in `ignore`.
+        unsafe {
+            if *slot == word {
+                *slot = 0;
+            }
+        }
+    }
+}
 
 /// A syscall between its enter and exit tracepoints, by thread.
 #[repr(C)]
@@ -208,6 +261,31 @@ pub const NO_FD: u32 = u32::MAX;
 
 #[map]
 pub static TLS_CALLS: LruHashMap<u64, TlsCall> = LruHashMap::with_max_entries(16384, 0);
+
+/// Threads that ever entered SSL_read/SSL_write, as a filter in front of `TLS_CALLS`: a slot per
+/// hash of the thread id, set on entry and never cleared. Every captured read/write asks
+/// whether its thread is inside an SSL call; most threads never make one and stop at this
+/// inlined array load instead of a hash lookup. A shared slot (or a reused thread id) only
+/// sends a thread to the real lookup: never a wrong answer.
+#[map]
+pub static TLS_THREADS: Array<u8> = Array::with_max_entries(IGNORED_SLOTS, 0);
+
+/// Marks the current thread as one that makes SSL calls.
+#[inline(always)]
+pub fn mark_tls_thread(pid_tgid: u64) {
+    if let Some(slot) = TLS_THREADS.get_ptr_mut(ignored_slot(pid_tgid)) {
+        // SAFETY: pointer into map memory, valid for this program run.
+        unsafe { *slot = 1 };
+    }
+}
+
+/// May the current thread be inside an SSL call? False only if it never entered one.
+#[inline(always)]
+pub fn maybe_tls_thread(pid_tgid: u64) -> bool {
+    TLS_THREADS
+        .get(ignored_slot(pid_tgid))
+        .is_some_and(|slot| *slot != 0)
+}
 
 /// The socket behind an `SSL *`, learnt from the syscalls OpenSSL makes inside SSL_read and
 /// SSL_write (a socket BIO reads and writes on the caller's thread). Keyed by [tgid, SSL *].

@@ -22,9 +22,9 @@ use aya_ebpf::{
 use crate::{
     inject,
     maps::{
-        ENV_SENT, EVENTS, IGNORED, IN_FLIGHT, INJECTED, InFlight, KIND_BUF, KIND_CONNECT,
-        KIND_IOVEC, KIND_MSGHDR, KIND_NOCOPY, SCRATCH, SELECT_CGROUPS, SELECT_PIDS, SELECT_PORTS,
-        SOCKETS, STAGES, Scratch, config, count,
+        ENV_SENT, EVENTS, IN_FLIGHT, INJECTED, InFlight, KIND_BUF, KIND_CONNECT, KIND_IOVEC,
+        KIND_MSGHDR, KIND_NOCOPY, SCRATCH, SELECT_CGROUPS, SELECT_PIDS, SELECT_PORTS, SOCKETS,
+        STAGES, Scratch, config, count, ignore, is_ignored, unignore,
     },
     sock, tls,
 };
@@ -117,7 +117,7 @@ fn track(cfg: &ProbeConfig, pid_tgid: u64, fd: u32, origin: ConnOrigin) -> Optio
         fd,
     };
     let Some(sk) = sock::tcp_sock_of_fd(fd, &cfg.offsets) else {
-        let _ = IGNORED.insert(&key, &0, 0);
+        ignore(&key);
         return None;
     };
     let tuple = sock::tuple_of(sk, &cfg.offsets);
@@ -130,11 +130,11 @@ fn track(cfg: &ProbeConfig, pid_tgid: u64, fd: u32, origin: ConnOrigin) -> Optio
         let remote =
             core::hint::black_box(unsafe { SELECT_PORTS.get(&tuple.remote_port) }.is_some());
         if !local && !remote {
-            let _ = IGNORED.insert(&key, &0, 0);
+            ignore(&key);
             return None;
         }
     }
-    let _ = IGNORED.remove(&key);
+    unignore(&key);
     let info = SockInfo {
         sock: sk,
         req_key: 0,
@@ -290,6 +290,10 @@ fn traced_sock(cfg: &ProbeConfig, pid_tgid: u64, fd: u32) -> Option<u64> {
         tgid: (pid_tgid >> 32) as u32,
         fd,
     };
+    // Files, pipes and untraced sockets stop here, at an inlined array lookup.
+    if is_ignored(&key) {
+        return None;
+    }
     // SAFETY: map lookups as above.
     if let Some(info) = unsafe { SOCKETS.get(&key) } {
         let (sock, flags) = (info.sock, info.flags);
@@ -302,10 +306,6 @@ fn traced_sock(cfg: &ProbeConfig, pid_tgid: u64, fd: u32) -> Option<u64> {
             return None;
         }
         return Some(sock);
-    }
-    // SAFETY: as above.
-    if unsafe { IGNORED.get(&key) }.is_some() {
-        return None;
     }
     if !process_selected(cfg, key.tgid) {
         return None;
@@ -333,8 +333,7 @@ fn tls_sock(cfg: &ProbeConfig, pid_tgid: u64, fd: u32) -> Option<u64> {
         info.flags |= SOCK_TLS;
         return Some(info.sock);
     }
-    // SAFETY: map lookup as above.
-    if unsafe { IGNORED.get(&key) }.is_some() || !process_selected(cfg, key.tgid) {
+    if is_ignored(&key) || !process_selected(cfg, key.tgid) {
         return None;
     }
     let sk = track(cfg, pid_tgid, fd, ConnOrigin::Unknown)?;
@@ -433,18 +432,11 @@ fn enter_data(ctx: &TracePointContext, kind: u32, direction: Direction) -> u32 {
         KIND_NOCOPY => (0, 0),
         _ => (arg(ctx, 1), arg(ctx, 2)),
     };
-    // SAFETY: helper without preconditions.
-    let start_ns = unsafe { bpf_ktime_get_ns() };
-    if let Some(call) = begin(
-        cfg,
-        pid_tgid,
-        arg(ctx, 0) as u32,
-        kind,
-        direction,
-        ptr,
-        len,
-        start_ns,
-    ) {
+    if let Some(mut call) = begin(cfg, pid_tgid, arg(ctx, 0) as u32, kind, direction, ptr, len) {
+        // Only a captured call reads the clock: files, pipes and untraced sockets stop at the
+        // lookups in `begin`.
+        // SAFETY: helper without preconditions.
+        call.start_ns = unsafe { bpf_ktime_get_ns() };
         let _ = IN_FLIGHT.insert(&pid_tgid, &call, 0);
     }
     0
@@ -452,7 +444,6 @@ fn enter_data(ctx: &TracePointContext, kind: u32, direction: Direction) -> u32 {
 
 /// A read/write-family call on `fd`, if its socket is traced: what its exit needs.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 pub fn begin(
     cfg: &ProbeConfig,
     pid_tgid: u64,
@@ -461,7 +452,6 @@ pub fn begin(
     direction: Direction,
     ptr: u64,
     len: u64,
-    start_ns: u64,
 ) -> Option<InFlight> {
     // A socket to capture, or (sock 0) a traced process's stdout/stderr write with `logs` on.
     let sk = match traced_sock(cfg, pid_tgid, fd) {
@@ -480,7 +470,8 @@ pub fn begin(
         kind,
         ptr,
         len,
-        start_ns,
+        // Set by the caller once the call is known to be captured.
+        start_ns: 0,
         sock: sk,
         direction: direction as u8,
         _pad: [0; 7],
@@ -685,8 +676,14 @@ pub fn finish<C: EbpfContext, const STAGED: bool>(
     if captured < moved {
         count(KernelCounter::Truncated);
     }
-    // SAFETY: helper without preconditions.
-    let end_ns = unsafe { bpf_ktime_get_ns() };
+    // The exit-only paths (fexit, tp_btf: not STAGED) read the clock once, at the exit, for
+    // both ends of the call; a second read would cost as much as the lookups (pvclock in a VM).
+    let end_ns = if STAGED {
+        // SAFETY: helper without preconditions.
+        unsafe { bpf_ktime_get_ns() }
+    } else {
+        call.start_ns
+    };
     // Memory-BIO TLS (see `tls`): a TLS record read or written by a thread that just called,
     // or is about to call, OpenSSL on it.
     // A client's first request often leaves in one write with its last handshake records
@@ -838,7 +835,7 @@ pub fn closed(cfg: &ProbeConfig, pid_tgid: u64, fd: u32) {
         tgid: (pid_tgid >> 32) as u32,
         fd,
     };
-    let _ = IGNORED.remove(&key);
+    unignore(&key);
     // SAFETY: map lookup as above.
     let Some(info) = (unsafe { SOCKETS.get(&key) }).copied() else {
         return;

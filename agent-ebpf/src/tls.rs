@@ -24,7 +24,7 @@ use aya_ebpf::{
 use crate::{
     maps::{
         LAST_TLS_READ, MEMORY_BIO_WINDOW_NS, NO_FD, PENDING_WRITES, PendingWrite, SSL_FDS,
-        TLS_CALLS, TlsCall, config, count,
+        TLS_CALLS, TlsCall, config, count, mark_tls_thread, maybe_tls_thread,
     },
     syscalls,
 };
@@ -54,6 +54,7 @@ fn enter(ctx: &ProbeContext, direction: Direction, ex: bool) -> u32 {
         direction: direction as u8,
         _pad: [0; 3],
     };
+    mark_tls_thread(pid_tgid);
     let _ = TLS_CALLS.insert(&pid_tgid, &call, 0);
     0
 }
@@ -218,7 +219,7 @@ pub fn note_tls_read(pid_tgid: u64, fd: u32, end_ns: u64) {
 #[inline(always)]
 pub fn inside_ssl_call(pid_tgid: u64) -> bool {
     // SAFETY: map lookup; only presence is used.
-    unsafe { TLS_CALLS.get(&pid_tgid) }.is_some()
+    maybe_tls_thread(pid_tgid) && unsafe { TLS_CALLS.get(&pid_tgid) }.is_some()
 }
 
 /// The socket `fd` was used by a syscall inside the SSL call in progress on this thread: with a

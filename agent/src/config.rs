@@ -62,6 +62,19 @@ pub enum Kubernetes {
     Off,
 }
 
+/// The CPU priority of the agent's threads (`--cpu-priority`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuPriority {
+    /// Scheduled like the applications.
+    #[default]
+    Normal,
+    /// `SCHED_IDLE`: the agent runs only on CPU time the applications leave; an application
+    /// waking up takes the CPU from it at once. A saturated host then drops spans (counted)
+    /// instead of the applications waiting for the agent.
+    Idle,
+}
+
 /// How the kernel programs hook the syscalls they capture (`--syscall-hooks`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -115,6 +128,8 @@ pub struct FileConfig {
     pub kubernetes: Option<Kubernetes>,
     /// `--syscall-hooks`
     pub syscall_hooks: Option<SyscallHooks>,
+    /// `--cpu-priority`
+    pub cpu_priority: Option<CpuPriority>,
     /// `--watch-socket`
     pub watch_socket: Option<PathBuf>,
     pub otlp: OtlpFile,
@@ -439,6 +454,7 @@ impl FileConfig {
         one(&mut self.export_command_line, over.export_command_line);
         one(&mut self.tls, over.tls);
         one(&mut self.syscall_hooks, over.syscall_hooks);
+        one(&mut self.cpu_priority, over.cpu_priority);
         one(&mut self.watch_socket, over.watch_socket);
         one(&mut self.logs.enabled, over.logs.enabled);
         self
@@ -472,6 +488,7 @@ impl FileConfig {
         e.tls = Some(e.tls.unwrap_or(true));
         e.kubernetes = Some(e.kubernetes.unwrap_or_default());
         e.syscall_hooks = Some(e.syscall_hooks.unwrap_or_default());
+        e.cpu_priority = Some(e.cpu_priority.unwrap_or_default());
         e.watch_socket = Some(
             e.watch_socket
                 .clone()

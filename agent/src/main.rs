@@ -96,6 +96,12 @@ enum ExporterKind {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
+enum PriorityKind {
+    Normal,
+    Idle,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
 enum HooksKind {
     /// Without injection: fexit where the kernel allows it, else the sys_exit BTF tracepoint;
     /// syscall tracepoints otherwise.
@@ -166,6 +172,11 @@ struct RunArgs {
     /// [default: auto]
     #[arg(long, value_enum)]
     syscall_hooks: Option<HooksKind>,
+    /// CPU priority of the agent: normal, or idle (SCHED_IDLE: only CPU time the applications
+    /// leave; a saturated host drops spans, counted, rather than slow its applications).
+    /// [default: normal]
+    #[arg(long, value_enum)]
+    cpu_priority: Option<PriorityKind>,
     /// Export what traced processes write to stdout/stderr while serving a request as OTLP log
     /// records with that request's trace id (needs the OTLP exporter; `logs:` in the config
     /// file tunes rate, size and redaction). Off: lines can hold anything.
@@ -201,6 +212,10 @@ fn flags(args: &RunArgs) -> FileConfig {
             HooksKind::Fexit => config::SyscallHooks::Fexit,
             HooksKind::TpBtf => config::SyscallHooks::TpBtf,
             HooksKind::Tracepoints => config::SyscallHooks::Tracepoints,
+        }),
+        cpu_priority: args.cpu_priority.map(|p| match p {
+            PriorityKind::Normal => config::CpuPriority::Normal,
+            PriorityKind::Idle => config::CpuPriority::Idle,
         }),
         watch_socket: args.watch_socket.clone(),
         logs: config::LogsFile {
@@ -244,7 +259,7 @@ fn capture_config(c: &FileConfig) -> anyhow::Result<CaptureConfig> {
         syscall_hooks: c.syscall_hooks.unwrap_or_default(),
         logs: c.logs.enabled.unwrap_or(false) && c.exporter == Some(Exporter::Otlp),
         sampler: Sampler::from_env()?,
-        drain_interval: Duration::from_millis(10),
+        drain_interval: Duration::from_millis(2),
     })
 }
 
@@ -340,6 +355,7 @@ async fn run(c: FileConfig) -> anyhow::Result<()> {
         } else {
             None
         },
+        cpu_priority: c.cpu_priority.unwrap_or_default(),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {

@@ -58,6 +58,8 @@ pub struct Settings {
     pub watch_socket: Option<std::path::PathBuf>,
     /// Logs tied to traces: the tap's settings and where the records go (OTLP only).
     pub logs: Option<(span::logs::LogsConfig, MetricsExportConfig, TlsFiles)>,
+    /// The agent's CPU priority, taken once its probes are attached.
+    pub cpu_priority: crate::config::CpuPriority,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +138,10 @@ pub async fn run(
         Sink::Stdout(_) => None,
     };
     let capture = Capture::start(&settings.capture)?;
+    // After the probes are in: loading them at idle priority could take long on a busy host.
+    if settings.cpu_priority == crate::config::CpuPriority::Idle {
+        yield_cpu_to_applications();
+    }
     // The watch socket is a convenience: failing to bind it is said, never fatal. Bound once
     // the probes are attached, so an agent that cannot start leaves no socket behind.
     let recent = settings
@@ -221,4 +227,38 @@ pub async fn run(
     }
     captured?;
     Ok(())
+}
+
+/// `--cpu-priority idle`: every thread of the agent (and every thread it starts later, which
+/// inherits the policy) becomes `SCHED_IDLE`. Best effort: a thread that refuses is said.
+fn yield_cpu_to_applications() {
+    let threads = std::fs::read_dir("/proc/self/task")
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let param = libc::sched_param { sched_priority: 0 };
+    let mut refused = 0;
+    for tid in &threads {
+        // SAFETY: sched_setscheduler on a thread of this process with a valid parameter.
+        if unsafe { libc::sched_setscheduler(*tid, libc::SCHED_IDLE, &param) } != 0 {
+            refused += 1;
+        }
+    }
+    if refused == 0 {
+        tracing::info!(
+            threads = threads.len(),
+            "cpu priority idle (SCHED_IDLE): the agent runs on CPU time the applications leave; \
+             when they saturate the host, spans are dropped and counted in \
+             tracewire_dropped_total"
+        );
+    } else {
+        tracing::warn!(
+            refused,
+            error = %std::io::Error::last_os_error(),
+            "could not make every agent thread SCHED_IDLE; they keep the normal priority"
+        );
+    }
 }

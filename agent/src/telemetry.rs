@@ -222,6 +222,8 @@ pub struct Telemetry {
     pub metric_export_errors: AtomicU64,
     /// Pods of this node known from the Kubernetes API (a gauge).
     pub kubernetes_pods: AtomicU64,
+    /// Connections the reassembly stage holds state for (a gauge).
+    pub connections_open: AtomicU64,
     /// The tail sampler's last reported state, when one runs.
     tail: Mutex<Option<TailStats>>,
 }
@@ -282,6 +284,7 @@ impl Telemetry {
             metric_exports: AtomicU64::new(0),
             metric_export_errors: AtomicU64::new(0),
             kubernetes_pods: AtomicU64::new(0),
+            connections_open: AtomicU64::new(0),
             tail: Mutex::new(None),
         }
     }
@@ -512,6 +515,14 @@ impl Telemetry {
             u8::from(hooks == 1),
             u8::from(hooks == 2),
             u8::from(hooks == 0)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tracewire_connections_open TCP connections whose reassembly state the \
+             agent holds now (bounded by --max-connections).\n\
+             # TYPE tracewire_connections_open gauge\n\
+             tracewire_connections_open {}",
+            self.connections_open.load(Relaxed)
         );
         let _ = writeln!(
             out,

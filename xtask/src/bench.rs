@@ -462,7 +462,12 @@ fn overhead(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
     eprintln!(
         "==> overhead: nginx on CPU 0, wrk -t1 -c32 on CPU 1, {rounds} interleaved rounds of {secs} s"
     );
-    let _ = wrk(port, 2)?; // warm-up
+    let warm = wrk(port, 2)?; // warm-up, and the saturation rate the fixed rate is half of
+    let half = (warm.rps / 2.0).round();
+    let mut base_fixed = Vec::new();
+    let mut traced_fixed = Vec::new();
+    let mut idle_fixed = Vec::new();
+    let mut idle_dropped = 0.0;
     for round in 0..rounds {
         let b = wrk(port, secs)?;
         eprintln!(
@@ -470,6 +475,12 @@ fn overhead(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
             b.rps, b.p50_us, b.p99_us
         );
         base.push(b);
+        let bf = crate::loadgen::spawn(port, half, secs as f64, 32, false)?;
+        eprintln!(
+            "    round {round}: no agent   fixed {half:.0} req/s: {:.0} done/s  p50 {:.0} us  p99 {:.0} us",
+            bf.rps, bf.p50_us, bf.p99_us
+        );
+        base_fixed.push(bf);
         let metrics = free_port()?;
         let guard = agent(metrics, &dir.join(format!("agent-{round}.log")))?;
         let pid = guard.0.id();
@@ -497,6 +508,30 @@ fn overhead(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
             (sink1.1 - sink0.1) as f64 / 1e6
         );
         traced.push(t);
+        let tf = crate::loadgen::spawn(port, half, secs as f64, 32, false)?;
+        eprintln!(
+            "    round {round}: agent      fixed {half:.0} req/s: {:.0} done/s  p50 {:.0} us  p99 {:.0} us",
+            tf.rps, tf.p50_us, tf.p99_us
+        );
+        traced_fixed.push(tf);
+        drop(guard);
+        // The same fixed rate with the agent at idle CPU priority (SCHED_IDLE).
+        let metrics = free_port()?;
+        let guard = agent_with(
+            metrics,
+            &dir.join(format!("agent-idle-{round}.log")),
+            &["--cpu-priority".as_ref(), "idle".as_ref()],
+            &[],
+        )?;
+        let f = crate::loadgen::spawn(port, half, secs as f64, 32, false)?;
+        let dropped = dropped_total(metrics);
+        eprintln!(
+            "    round {round}: agent idle fixed {half:.0} req/s: {:.0} done/s  p50 {:.0} us  p99 {:.0} us  \
+             ({dropped:.0} things dropped)",
+            f.rps, f.p50_us, f.p99_us
+        );
+        idle_fixed.push(f);
+        idle_dropped += dropped;
         drop(guard);
     }
     if !stats_before.trim().is_empty() {
@@ -529,6 +564,64 @@ fn overhead(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
         unit: "us",
         baseline: Some(b50),
         ratio: Some(t50 / b50),
+        target: None,
+    });
+    let avg = |v: &[crate::loadgen::LoadResult], f: fn(&crate::loadgen::LoadResult) -> f64| {
+        v.iter().map(f).sum::<f64>() / v.len().max(1) as f64
+    };
+    let (b99, t99) = (
+        avg(&base_fixed, |r| r.p99_us),
+        avg(&traced_fixed, |r| r.p99_us),
+    );
+    figures.push(Figure {
+        name: format!("nginx p99 latency at a fixed {half:.0} req/s (half saturation, open loop)"),
+        value: t99,
+        unit: "us",
+        baseline: Some(b99),
+        ratio: Some(t99 / b99),
+        target: None,
+    });
+    figures.push(Figure {
+        name: "p99 latency added by the agent at half saturation".into(),
+        value: t99 - b99,
+        unit: "us",
+        baseline: None,
+        ratio: None,
+        target: Some(("<= 50 us", t99 - b99 <= 50.0)),
+    });
+    let i99 = avg(&idle_fixed, |r| r.p99_us);
+    figures.push(Figure {
+        name: "p99 latency added at half saturation, agent at --cpu-priority idle".into(),
+        value: i99 - b99,
+        unit: "us",
+        baseline: None,
+        ratio: None,
+        target: Some(("<= 50 us", i99 - b99 <= 50.0)),
+    });
+    figures.push(Figure::plain(
+        "things dropped at half saturation, agent at --cpu-priority idle (all rounds)",
+        idle_dropped,
+        "count",
+    ));
+    let (b50, t50) = (
+        avg(&base_fixed, |r| r.p50_us),
+        avg(&traced_fixed, |r| r.p50_us),
+    );
+    figures.push(Figure {
+        name: "p50 latency added by the agent at half saturation".into(),
+        value: t50 - b50,
+        unit: "us",
+        baseline: Some(b50),
+        ratio: None,
+        target: None,
+    });
+    let (b_done, t_done) = (avg(&base_fixed, |r| r.rps), avg(&traced_fixed, |r| r.rps));
+    figures.push(Figure {
+        name: format!("fixed-rate answers per second (asked: {half:.0})"),
+        value: t_done,
+        unit: "req/s",
+        baseline: Some(b_done),
+        ratio: Some(t_done / b_done),
         target: None,
     });
     let per_req_us = agent_cpu / agent_requests * 1e6;
@@ -721,4 +814,29 @@ pub fn bench(quick: bool) -> Result<()> {
         out.display()
     );
     Ok(())
+}
+
+/// A metric's value from an agent's `/metrics`, summed over its label sets (0 when absent).
+pub fn metric(metrics_port: u16, name: &str) -> f64 {
+    let text = Command::new("curl")
+        .args(["-sf", &format!("http://127.0.0.1:{metrics_port}/metrics")])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let value = if let Some(labelled) = rest.strip_prefix('{') {
+                labelled.split_once("} ")?.1
+            } else {
+                rest.strip_prefix(' ')?
+            };
+            value.trim().parse::<f64>().ok()
+        })
+        .sum()
+}
+
+/// Everything an agent dropped so far, whatever the reason.
+fn dropped_total(metrics_port: u16) -> f64 {
+    metric(metrics_port, "tracewire_dropped_total")
 }

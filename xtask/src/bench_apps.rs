@@ -288,8 +288,9 @@ pub fn scale(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
     let port = free_port()?;
     let _nginx = crate::bench::nginx_with(&dir, port, CONNS + 512)?;
     let secs = if quick { 5 } else { 10 };
+    let metrics_port = free_port()?;
     let agent = agent_with(
-        free_port()?,
+        metrics_port,
         &dir.join("agent.log"),
         &["--port".as_ref(), port.to_string().as_ref()],
         &[],
@@ -319,6 +320,41 @@ pub fn scale(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
     let idle_rss = crate::bench::status_mib(pid, "VmRSS");
     eprintln!("    {CONNS} idle connections held: agent RSS {idle_rss:.1} MiB");
     drop(idle);
+    // Churn: a fixed rate of short connections (one request each), after the idle ones are
+    // gone. Flat means RSS at the end is RSS at the start, and the connection table drains.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let churn_rate = 1000.0;
+    let churn_secs = if quick { 10.0 } else { 30.0 };
+    let rss0 = crate::bench::status_mib(pid, "VmRSS");
+    let churn_cpu0 = crate::bench::cpu_secs(pid);
+    let churn = crate::loadgen::spawn(port, churn_rate, churn_secs, 32, true)?;
+    let churn_cpu1 = crate::bench::cpu_secs(pid);
+    let rss1 = crate::bench::status_mib(pid, "VmRSS");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let open_after = crate::bench::metric(metrics_port, "tracewire_connections_open");
+    eprintln!(
+        "    {churn_rate:.0} new connections/s for {churn_secs:.0} s: {} answered, {} errors, \
+         agent RSS {rss0:.1} -> {rss1:.1} MiB, {open_after} connections still held 3 s later",
+        churn.completed, churn.errors
+    );
+    figures.push(Figure {
+        name: format!("agent RSS after {churn_secs:.0} s of {churn_rate:.0} new connections/s"),
+        value: rss1,
+        unit: "MiB",
+        baseline: Some(rss0),
+        ratio: Some(rss1 / rss0),
+        target: Some(("<= 64 MiB", rss1 <= 64.0)),
+    });
+    figures.push(Figure::plain(
+        "agent CPU per new connection (one request each)",
+        (churn_cpu1 - churn_cpu0) / churn.completed.max(1) as f64 * 1e6,
+        "us",
+    ));
+    figures.push(Figure::plain(
+        "connections the agent still holds 3 s after the churn",
+        open_after,
+        "connections",
+    ));
     figures.push(Figure {
         name: format!("agent peak RSS, {CONNS} keep-alive connections under wrk"),
         value: busy_peak,

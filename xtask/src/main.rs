@@ -4,6 +4,7 @@ mod bench;
 mod bench_apps;
 mod image;
 mod kernels;
+mod loadgen;
 mod setup;
 
 use std::{
@@ -65,6 +66,22 @@ enum Task {
         /// Rewrite the README's kernel × feature table from this run (when every kernel passed).
         #[arg(long)]
         update_readme: bool,
+    },
+    /// The bench's fixed-rate HTTP/1.1 load generator against 127.0.0.1:PORT (prints JSON).
+    #[command(hide = true)]
+    Loadgen {
+        #[arg(long)]
+        port: u16,
+        /// Requests per second, due on schedule whatever the answers do.
+        #[arg(long)]
+        rate: f64,
+        #[arg(long)]
+        secs: f64,
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// A new connection per request.
+        #[arg(long)]
+        close: bool,
     },
     /// Build the container image (deploy/container/Containerfile) from the release binary,
     /// offline, with buildah, podman or docker: `localhost/tracewire:VERSION`.
@@ -297,6 +314,17 @@ fn main() -> Result<()> {
             setup::setup(false)?;
             build(true)?;
             image::image()
+        }
+        Task::Loadgen {
+            port,
+            rate,
+            secs,
+            connections,
+            close,
+        } => {
+            let result = loadgen::run(port, rate, secs, connections, close)?;
+            println!("{}", result.to_json());
+            Ok(())
         }
         Task::Bench { quick } => {
             setup::setup(true)?;

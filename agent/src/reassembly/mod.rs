@@ -208,7 +208,9 @@ const QUIET_NS: u64 = 2_000_000_000;
 
 /// Everything the agent knows about live connections.
 pub struct ConnTable {
-    conns: HashMap<ConnKey, Connection>,
+    /// Boxed: a connection is ~460 bytes, and a hash table keeps up to twice as many slots as
+    /// entries; inline, 10k connections (20k ends) would cost 15 MB of slots, boxed 10 MB.
+    conns: HashMap<ConnKey, Box<Connection>>,
     /// TLS plaintext written before its socket was known, by (tgid, tid), until the thread's
     /// bind names the socket (see `capture::tls`).
     unbound: HashMap<(u32, u32), DataChunk>,
@@ -298,7 +300,7 @@ impl ConnTable {
         };
         let mut conn = self.new_connection(meta, open.ts_ns);
         conn.fds.push(open.fd);
-        self.conns.insert(open.key, conn);
+        self.conns.insert(open.key, Box::new(conn));
         TELEMETRY
             .connections_tracked
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -319,7 +321,7 @@ impl ConnTable {
 
     /// Ends a connection: a response framed by the close ends now; requests without a
     /// response are counted.
-    fn finish(&mut self, mut conn: Connection, out: &mut Vec<Notice>) {
+    fn finish(&mut self, mut conn: Box<Connection>, out: &mut Vec<Notice>) {
         self.buffered = self.buffered.saturating_sub(conn.buffered());
         if let Some(h2) = conn.h2.as_mut() {
             h2.close(&conn.meta, conn.last_activity_ns, out);
@@ -392,7 +394,7 @@ impl ConnTable {
                 tls: false,
             };
             let conn = self.new_connection(meta, chunk.end_ns);
-            self.conns.insert(chunk.key, conn);
+            self.conns.insert(chunk.key, Box::new(conn));
         }
         let budget_left = self.limits.buffer_budget.saturating_sub(self.buffered);
         let max_pending = self.limits.max_pending;
@@ -825,6 +827,9 @@ pub async fn run(
                 TELEMETRY.set_queue(Queue::Events, events.len(), events.max_capacity());
                 let cap = notices.max_capacity();
                 TELEMETRY.set_queue(Queue::Notices, cap - notices.capacity(), cap);
+                TELEMETRY
+                    .connections_open
+                    .store(table.len() as u64, std::sync::atomic::Ordering::Relaxed);
             }
             n = events.recv_many(&mut batch, BATCH) => {
                 if n == 0 {
