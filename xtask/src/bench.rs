@@ -237,6 +237,24 @@ fn bpf_stats() -> (f64, f64) {
     (ns, cnt)
 }
 
+/// How many tracewire (tw_) programs are loaded.
+fn tracewire_programs() -> usize {
+    Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .ok()
+        .and_then(|out| serde_json::from_slice::<Value>(&out.stdout).ok())
+        .and_then(|v| {
+            v.as_array().map(|progs| {
+                progs
+                    .iter()
+                    .filter(|p| p["name"].as_str().is_some_and(|n| n.starts_with("tw_")))
+                    .count()
+            })
+        })
+        .unwrap_or(0)
+}
+
 fn agent(metrics_port: u16, log: &Path) -> Result<Guard> {
     agent_with(metrics_port, log, &[], &[])
 }
@@ -464,6 +482,10 @@ fn overhead(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
     );
     let warm = wrk(port, 2)?; // warm-up, and the saturation rate the fixed rate is half of
     let half = (warm.rps / 2.0).round();
+    // Half of the no-agent saturation can be more than a traced server sustains; a quarter
+    // shows the latency the agent adds below its own saturation.
+    let quarter = (warm.rps / 4.0).round();
+    let (mut base_quarter, mut traced_quarter) = (Vec::new(), Vec::new());
     let mut base_fixed = Vec::new();
     let mut traced_fixed = Vec::new();
     let mut idle_fixed = Vec::new();
@@ -481,6 +503,13 @@ fn overhead(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
             bf.rps, bf.p50_us, bf.p99_us
         );
         base_fixed.push(bf);
+        base_quarter.push(crate::loadgen::spawn(
+            port,
+            quarter,
+            secs as f64,
+            32,
+            false,
+        )?);
         let metrics = free_port()?;
         let guard = agent(metrics, &dir.join(format!("agent-{round}.log")))?;
         let pid = guard.0.id();
@@ -514,6 +543,13 @@ fn overhead(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
             tf.rps, tf.p50_us, tf.p99_us
         );
         traced_fixed.push(tf);
+        let tq = crate::loadgen::spawn(port, quarter, secs as f64, 32, false)?;
+        eprintln!(
+            "    round {round}: fixed {quarter:.0} req/s: no agent p99 {:.0} us, agent p99 {:.0} us",
+            base_quarter.last().map_or(0.0, |r| r.p99_us),
+            tq.p99_us
+        );
+        traced_quarter.push(tq);
         drop(guard);
         // The same fixed rate with the agent at idle CPU priority (SCHED_IDLE).
         let metrics = free_port()?;
@@ -538,6 +574,7 @@ fn overhead(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
         let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", stats_before.trim());
     }
     injection(&dir, port, rounds, secs, figures)?;
+    untraced_syscalls(&dir, figures)?;
     let (b_rps, t_rps) = (mean(&base, |r| r.rps), mean(&traced, |r| r.rps));
     let ratio = t_rps / b_rps;
     figures.push(Figure {
@@ -588,6 +625,20 @@ fn overhead(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
         baseline: None,
         ratio: None,
         target: Some(("<= 50 us", t99 - b99 <= 50.0)),
+    });
+    let (bq, tq) = (
+        avg(&base_quarter, |r| r.p99_us),
+        avg(&traced_quarter, |r| r.p99_us),
+    );
+    figures.push(Figure {
+        name: format!(
+            "p99 latency added by the agent at a quarter of saturation ({quarter:.0} req/s)"
+        ),
+        value: tq - bq,
+        unit: "us",
+        baseline: Some(bq),
+        ratio: Some(tq / bq),
+        target: None,
     });
     let i99 = avg(&idle_fixed, |r| r.p99_us);
     figures.push(Figure {
@@ -660,6 +711,71 @@ fn overhead(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
             target: Some(("<= 1500 ns", per_request <= 1500.0)),
         });
     }
+    Ok(())
+}
+
+/// What the probes cost a syscall they do not capture, from `bpf_stats`: the kernel time of
+/// every tw_ program over a loop of N syscalls of one kind made by this process, divided by N
+/// (other processes' syscalls in that window count against us).
+fn untraced_syscalls(dir: &Path, figures: &mut Vec<Figure>) -> Result<()> {
+    use std::net::UdpSocket;
+    const N: usize = 200_000;
+    let stats_before =
+        std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_default();
+    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
+    let guard = agent(free_port()?, &dir.join("agent-untraced.log"))?;
+    let receiver = UdpSocket::bind(("127.0.0.1", 0))?;
+    let sender = UdpSocket::bind(("127.0.0.1", 0))?;
+    let to = receiver.local_addr()?;
+    let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    let mut buf = [0u8; 64];
+    // `body` makes `per_body` syscalls; it runs N times.
+    let per_syscall = |what: &str, per_body: usize, body: &mut dyn FnMut()| -> f64 {
+        body(); // first sight: the classification, not measured
+        let (ns0, _) = bpf_stats();
+        for _ in 0..N {
+            body();
+        }
+        let (ns1, _) = bpf_stats();
+        let ns = (ns1 - ns0) / (N * per_body) as f64;
+        eprintln!("    {what}: {ns:.0} ns of probe time per syscall");
+        ns
+    };
+    eprintln!("==> untraced syscalls: {N} of each kind, with the agent attached");
+    let udp = per_syscall("UDP sendto + recvfrom on loopback", 2, &mut || {
+        let _ = sender.send_to(b"0123456789abcdef", to);
+        let _ = receiver.recv(&mut buf);
+    });
+    let file = per_syscall("write to /dev/null", 1, &mut || {
+        use std::io::Write as _;
+        let _ = (&null).write(b"x");
+    });
+    let floor = per_syscall("getppid (a syscall no probe captures)", 1, &mut || {
+        // SAFETY: no arguments, no side effects.
+        let _ = unsafe { libc::getppid() };
+    });
+    drop(guard);
+    if !stats_before.trim().is_empty() {
+        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", stats_before.trim());
+    }
+    figures.push(Figure {
+        name: "in-kernel cost per syscall on a socket we do not trace (UDP)".into(),
+        value: udp,
+        unit: "ns",
+        baseline: Some(floor),
+        ratio: Some(udp / floor),
+        target: Some(("<= 120 ns", udp <= 120.0)),
+    });
+    figures.push(Figure::plain(
+        "in-kernel cost per write to a file (/dev/null)",
+        file,
+        "ns",
+    ));
+    figures.push(Figure::plain(
+        "in-kernel cost per syscall no probe captures (getppid)",
+        floor,
+        "ns",
+    ));
     Ok(())
 }
 
@@ -803,6 +919,13 @@ fn write_report(figures: &[Figure], started: Instant) -> Result<PathBuf> {
 
 pub fn bench(quick: bool) -> Result<()> {
     let started = Instant::now();
+    // Another agent's probes would run on every syscall measured here and count in bpf_stats.
+    if tracewire_programs() > 0 {
+        bail!(
+            "tracewire programs are already loaded (another agent is running: see `pgrep -a \
+             tracewire` and `bpftool prog show`); stop it first, its probes would be measured too"
+        );
+    }
     let mut figures = Vec::new();
     criterion(quick, &mut figures)?;
     overhead(quick, &mut figures)?;

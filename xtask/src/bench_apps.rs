@@ -302,6 +302,7 @@ pub fn scale(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
     let busy = crate::bench::wrk_in(port, secs, CONNS, None)?;
     let cpu1 = crate::bench::cpu_secs(pid);
     let busy_peak = crate::bench::status_mib(pid, "VmHWM");
+    let (busy_rss, busy_pss) = (crate::bench::status_mib(pid, "VmRSS"), pss_mib(pid));
     eprintln!(
         "    {CONNS} busy connections: {:.0} req/s, agent peak RSS {busy_peak:.1} MiB (idle agent {before:.1} MiB)",
         busy.rps
@@ -363,6 +364,14 @@ pub fn scale(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
         ratio: Some(busy_peak / before),
         target: Some(("<= 64 MiB", busy_peak <= 64.0)),
     });
+    figures.push(Figure::plain(
+        format!(
+            "agent PSS after {CONNS} connections under wrk (RSS then {busy_rss:.1} MiB; PSS counts \
+             the ring buffer's pages once, RSS twice: the kernel maps them twice so records wrap)"
+        ),
+        busy_pss,
+        "MiB",
+    ));
     figures.push(Figure {
         name: format!("agent RSS, {CONNS} idle connections"),
         value: idle_rss,
@@ -378,4 +387,20 @@ pub fn scale(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
         "us",
     ));
     Ok(())
+}
+
+/// Proportional set size (MiB) from /proc/PID/smaps_rollup: a page mapped twice counts once.
+fn pss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Pss:")?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
 }
