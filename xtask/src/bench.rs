@@ -387,7 +387,7 @@ fn criterion(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
         "--",
     ]);
     if quick {
-        cmd.args(["--warm-up-time", "1", "--measurement-time", "3"]);
+        cmd.args(["--warm-up-time", "0.5", "--measurement-time", "1"]);
     }
     run(
         &mut cmd,
@@ -466,7 +466,7 @@ fn overhead(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let port = free_port()?;
     let _nginx = nginx(&dir, port)?;
-    let (rounds, secs) = if quick { (2, 5) } else { (3, 10) };
+    let (rounds, secs) = if quick { (2, 3) } else { (3, 10) };
     let stats_before =
         std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_default();
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
@@ -927,10 +927,19 @@ pub fn bench(quick: bool) -> Result<()> {
         );
     }
     let mut figures = Vec::new();
+    let mut phase = Instant::now();
+    let mut took = |what: &str| {
+        eprintln!("==> {what} took {:.0} s", phase.elapsed().as_secs_f64());
+        phase = Instant::now();
+    };
     criterion(quick, &mut figures)?;
+    took("criterion");
     overhead(quick, &mut figures)?;
+    took("the nginx overhead harness");
     crate::bench_apps::app_servers(quick, &mut figures)?;
+    took("the application servers");
     crate::bench_apps::scale(quick, &mut figures)?;
+    took("the scale runs");
     let out = write_report(&figures, started)?;
     eprintln!(
         "==> report written to {}/report.md and report.json",

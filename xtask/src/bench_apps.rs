@@ -175,7 +175,9 @@ pub fn app_servers(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
     let dir = crate::workspace_root().join("target/bench/apps");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let (rounds, secs) = if quick { (2, 5) } else { (3, 10) };
+    // Each round starts every server afresh (Python with the OpenTelemetry SDK takes seconds
+    // to import): one round in the quick run, which must stay under 5 minutes.
+    let (rounds, secs) = if quick { (1, 3) } else { (3, 10) };
     // Both tracewire and the OpenTelemetry SDK export to the same receiver.
     let sink_port = crate::bench::otlp_sink()?;
     for app in [App::Flask, App::Node] {
@@ -287,7 +289,7 @@ pub fn scale(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
     }
     let port = free_port()?;
     let _nginx = crate::bench::nginx_with(&dir, port, CONNS + 512)?;
-    let secs = if quick { 5 } else { 10 };
+    let secs = if quick { 4 } else { 10 };
     let metrics_port = free_port()?;
     let agent = agent_with(
         metrics_port,
@@ -325,7 +327,7 @@ pub fn scale(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
     // gone. Flat means RSS at the end is RSS at the start, and the connection table drains.
     std::thread::sleep(std::time::Duration::from_secs(3));
     let churn_rate = 1000.0;
-    let churn_secs = if quick { 10.0 } else { 30.0 };
+    let churn_secs = if quick { 5.0 } else { 30.0 };
     let rss0 = crate::bench::status_mib(pid, "VmRSS");
     let churn_cpu0 = crate::bench::cpu_secs(pid);
     let churn = crate::loadgen::spawn(port, churn_rate, churn_secs, 32, true)?;
