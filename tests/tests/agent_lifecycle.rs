@@ -7,7 +7,9 @@ use anyhow::{Result, bail, ensure};
 use tracewire_tests::bpf;
 use tracewire_tests::metrics;
 use tracewire_tests::peers;
-use tracewire_tests::{AgentGuard, Export, OtlpProtocol, OtlpReceiver, SpanQuery, TempDir};
+use tracewire_tests::{
+    AgentGuard, Export, OtlpProtocol, OtlpReceiver, Selection, SpanQuery, TempDir,
+};
 
 const USER_AGENT: &str = "tracewire-e2e-curl/1.0";
 const WAIT: Duration = Duration::from_secs(20);
@@ -98,6 +100,81 @@ fn metrics_count_exported_spans_events_and_drops() -> Result<()> {
         "tracewire_dropped_total has no series with a reason label ({drop_reasons:?})\n/metrics:\n{text}"
     );
     Ok(())
+}
+
+/// The scheduling policy of every thread of `pid` (field 41 of /proc/PID/task/TID/stat).
+fn thread_policies(pid: u32) -> Result<Vec<u32>> {
+    let mut policies = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let stat = std::fs::read_to_string(entry?.path().join("stat"))?;
+        // Fields after the command name (which may hold spaces) start at field 3.
+        let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let policy = after_comm
+            .split_whitespace()
+            .nth(41 - 3)
+            .and_then(|f| f.parse().ok());
+        let Some(policy) = policy else {
+            bail!("no policy field in /proc/{pid}/task/…/stat: {stat}");
+        };
+        policies.push(policy);
+    }
+    Ok(policies)
+}
+
+/// `--cpu-priority idle` puts every agent thread in SCHED_IDLE and the agent still traces;
+/// `tracewire_connections_open` counts the traced connection's state and drops back to 0 once
+/// the connection is closed.
+#[test]
+fn idle_cpu_priority_still_traces_and_the_connection_gauge_drains() -> Result<()> {
+    const SCHED_IDLE: u32 = 5;
+    let dir = TempDir::new("idle")?;
+    let receiver = OtlpReceiver::start(OtlpProtocol::Grpc)?;
+    let python = peers::python_http_server(&dir, "tw-python")?;
+    let selection = Selection {
+        extra_args: vec!["--cpu-priority".into(), "idle".into()],
+        ..Selection::ports(&[python.port])
+    };
+    let agent = AgentGuard::start_selecting(Export::Otlp(&receiver), &selection, dir.path())?;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let policies = thread_policies(agent.pid())?;
+        if !policies.is_empty() && policies.iter().all(|p| *p == SCHED_IDLE) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "agent threads' policies are {policies:?}, expected all SCHED_IDLE ({SCHED_IDLE})\n{}",
+                agent.logs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let run = peers::curl_ok(&dir, &python, USER_AGENT)?;
+    receiver.wait_for_each(&[
+        SpanQuery::server(python.serving.pid, "/ok.html"),
+        SpanQuery::client(run.process.pid, "/ok.html"),
+    ])?;
+    // A connection held open with half a request is counted; once closed, its state (both
+    // ends: this test's socket and the server's) is gone by the next refresh (every second).
+    let gauge_until = |want: &dyn Fn(f64) -> bool, what: &str| -> Result<()> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let text = agent.metrics()?;
+            let open = metrics::sum(&text, "tracewire_connections_open");
+            if open.is_some_and(want) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("tracewire_connections_open is {open:?}, expected {what}\n/metrics:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let mut held = std::net::TcpStream::connect(("127.0.0.1", python.port))?;
+    std::io::Write::write_all(&mut held, b"GET /ok.html HTTP/1.1\r\nHost: e2e\r\n")?;
+    gauge_until(&|n| n >= 1.0, "at least 1 while a connection is open")?;
+    drop(held);
+    gauge_until(&|n| n == 0.0, "0 once every traced connection closed")
 }
 
 #[test]
