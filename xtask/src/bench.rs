@@ -45,6 +45,31 @@ impl Figure {
             target: None,
         }
     }
+
+    /// `value` next to the `baseline` it is a ratio of, with no target.
+    pub fn against(name: impl Into<String>, value: f64, unit: &'static str, baseline: f64) -> Self {
+        Figure {
+            name: name.into(),
+            value,
+            unit,
+            baseline: Some(baseline),
+            ratio: Some(value / baseline),
+            target: None,
+        }
+    }
+
+    /// The agent's resident memory in MiB, against the issue's bound (64 MiB; Beyla documents
+    /// 75-120 MB), compared with `baseline` (the idle agent) when given.
+    pub fn memory(name: impl Into<String>, mib: f64, baseline: Option<f64>) -> Self {
+        Figure {
+            name: name.into(),
+            value: mib,
+            unit: "MiB",
+            baseline,
+            ratio: baseline.map(|b| mib / b),
+            target: Some(("<= 64 MiB", mib <= 64.0)),
+        }
+    }
 }
 
 pub fn free_port() -> Result<u16> {
@@ -416,14 +441,12 @@ fn criterion(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
         if group == "after_span" {
             // What RED metrics or tail sampling add to the user-space cost of one span.
             let base = pipeline_ns.unwrap_or(f64::NAN);
-            figures.push(Figure {
-                name: format!("{bench}: added to the span pipeline's cost per span"),
-                value: ns,
-                unit: "ns",
-                baseline: Some(base),
-                ratio: Some(ns / base),
-                target: None,
-            });
+            figures.push(Figure::against(
+                format!("{bench}: added to the span pipeline's cost per span"),
+                ns,
+                "ns",
+                base,
+            ));
         }
         if group == "pipeline" {
             pipeline_ns = Some(ns);
@@ -497,19 +520,8 @@ fn overhead(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
             b.rps, b.p50_us, b.p99_us
         );
         base.push(b);
-        let bf = crate::loadgen::spawn(port, half, secs as f64, 32, false)?;
-        eprintln!(
-            "    round {round}: no agent   fixed {half:.0} req/s: {:.0} done/s  p50 {:.0} us  p99 {:.0} us",
-            bf.rps, bf.p50_us, bf.p99_us
-        );
-        base_fixed.push(bf);
-        base_quarter.push(crate::loadgen::spawn(
-            port,
-            quarter,
-            secs as f64,
-            32,
-            false,
-        )?);
+        base_fixed.push(fixed_rate(port, half, secs, round, "no agent")?);
+        base_quarter.push(fixed_rate(port, quarter, secs, round, "no agent")?);
         let metrics = free_port()?;
         let guard = agent(metrics, &dir.join(format!("agent-{round}.log")))?;
         let pid = guard.0.id();
@@ -537,19 +549,8 @@ fn overhead(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
             (sink1.1 - sink0.1) as f64 / 1e6
         );
         traced.push(t);
-        let tf = crate::loadgen::spawn(port, half, secs as f64, 32, false)?;
-        eprintln!(
-            "    round {round}: agent      fixed {half:.0} req/s: {:.0} done/s  p50 {:.0} us  p99 {:.0} us",
-            tf.rps, tf.p50_us, tf.p99_us
-        );
-        traced_fixed.push(tf);
-        let tq = crate::loadgen::spawn(port, quarter, secs as f64, 32, false)?;
-        eprintln!(
-            "    round {round}: fixed {quarter:.0} req/s: no agent p99 {:.0} us, agent p99 {:.0} us",
-            base_quarter.last().map_or(0.0, |r| r.p99_us),
-            tq.p99_us
-        );
-        traced_quarter.push(tq);
+        traced_fixed.push(fixed_rate(port, half, secs, round, "agent")?);
+        traced_quarter.push(fixed_rate(port, quarter, secs, round, "agent")?);
         drop(guard);
         // The same fixed rate with the agent at idle CPU priority (SCHED_IDLE).
         let metrics = free_port()?;
@@ -559,14 +560,9 @@ fn overhead(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
             &["--cpu-priority".as_ref(), "idle".as_ref()],
             &[],
         )?;
-        let f = crate::loadgen::spawn(port, half, secs as f64, 32, false)?;
+        idle_fixed.push(fixed_rate(port, half, secs, round, "agent idle")?);
         let dropped = dropped_total(metrics);
-        eprintln!(
-            "    round {round}: agent idle fixed {half:.0} req/s: {:.0} done/s  p50 {:.0} us  p99 {:.0} us  \
-             ({dropped:.0} things dropped)",
-            f.rps, f.p50_us, f.p99_us
-        );
-        idle_fixed.push(f);
+        eprintln!("    round {round}: agent idle dropped {dropped:.0} things (counted)");
         idle_dropped += dropped;
         drop(guard);
     }
@@ -586,23 +582,19 @@ fn overhead(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
         target: Some((">= 0.85 of no agent", ratio >= 0.85)),
     });
     let (b99, t99) = (mean(&base, |r| r.p99_us), mean(&traced, |r| r.p99_us));
-    figures.push(Figure {
-        name: "nginx p99 latency at saturation".into(),
-        value: t99,
-        unit: "us",
-        baseline: Some(b99),
-        ratio: Some(t99 / b99),
-        target: None,
-    });
+    figures.push(Figure::against(
+        "nginx p99 latency at saturation",
+        t99,
+        "us",
+        b99,
+    ));
     let (b50, t50) = (mean(&base, |r| r.p50_us), mean(&traced, |r| r.p50_us));
-    figures.push(Figure {
-        name: "nginx p50 latency at saturation".into(),
-        value: t50,
-        unit: "us",
-        baseline: Some(b50),
-        ratio: Some(t50 / b50),
-        target: None,
-    });
+    figures.push(Figure::against(
+        "nginx p50 latency at saturation",
+        t50,
+        "us",
+        b50,
+    ));
     let avg = |v: &[crate::loadgen::LoadResult], f: fn(&crate::loadgen::LoadResult) -> f64| {
         v.iter().map(f).sum::<f64>() / v.len().max(1) as f64
     };
@@ -610,14 +602,12 @@ fn overhead(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
         avg(&base_fixed, |r| r.p99_us),
         avg(&traced_fixed, |r| r.p99_us),
     );
-    figures.push(Figure {
-        name: format!("nginx p99 latency at a fixed {half:.0} req/s (half saturation, open loop)"),
-        value: t99,
-        unit: "us",
-        baseline: Some(b99),
-        ratio: Some(t99 / b99),
-        target: None,
-    });
+    figures.push(Figure::against(
+        format!("nginx p99 latency at a fixed {half:.0} req/s (half saturation, open loop)"),
+        t99,
+        "us",
+        b99,
+    ));
     figures.push(Figure {
         name: "p99 latency added by the agent at half saturation".into(),
         value: t99 - b99,
@@ -686,14 +676,11 @@ fn overhead(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
         STARTUP_PEAK_KIB.load(Relaxed) as f64 / 1024.0,
         "MiB",
     ));
-    figures.push(Figure {
-        name: "agent peak RSS under nginx saturation".into(),
-        value: rss,
-        unit: "MiB",
-        baseline: None,
-        ratio: None,
-        target: Some(("<= 64 MiB", rss <= 64.0)),
-    });
+    figures.push(Figure::memory(
+        "agent peak RSS under nginx saturation",
+        rss,
+        None,
+    ));
     if bpf_runs > 0.0 {
         let per_event = bpf_ns / bpf_runs;
         figures.push(Figure::plain(
@@ -712,6 +699,22 @@ fn overhead(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// One fixed-rate run of 32 connections against nginx, logged as `who`'s in `round`.
+fn fixed_rate(
+    port: u16,
+    rate: f64,
+    secs: u64,
+    round: usize,
+    who: &str,
+) -> Result<crate::loadgen::LoadResult> {
+    let r = crate::loadgen::spawn(port, rate, secs as f64, 32, false)?;
+    eprintln!(
+        "    round {round}: {who:<10} fixed {rate:.0} req/s: {:.0} done/s  p50 {:.0} us  p99 {:.0} us",
+        r.rps, r.p50_us, r.p99_us
+    );
+    Ok(r)
 }
 
 /// What the probes cost a syscall they do not capture, from `bpf_stats`: the kernel time of
@@ -847,14 +850,12 @@ fn injection(
         mean(&plain.0, |r| r.p50_us),
         mean(&injected.0, |r| r.p50_us),
     );
-    figures.push(Figure {
-        name: "injection: request latency p50, one connection".into(),
-        value: p50_inj,
-        unit: "us",
-        baseline: Some(p50_plain),
-        ratio: Some(p50_inj / p50_plain),
-        target: None,
-    });
+    figures.push(Figure::against(
+        "injection: request latency p50, one connection",
+        p50_inj,
+        "us",
+        p50_plain,
+    ));
     figures.push(Figure::plain(
         "injection: latency added per request (p50 difference)",
         p50_inj - p50_plain,

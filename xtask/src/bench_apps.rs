@@ -340,14 +340,11 @@ pub fn scale(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
          agent RSS {rss0:.1} -> {rss1:.1} MiB, {open_after} connections still held 3 s later",
         churn.completed, churn.errors
     );
-    figures.push(Figure {
-        name: format!("agent RSS after {churn_secs:.0} s of {churn_rate:.0} new connections/s"),
-        value: rss1,
-        unit: "MiB",
-        baseline: Some(rss0),
-        ratio: Some(rss1 / rss0),
-        target: Some(("<= 64 MiB", rss1 <= 64.0)),
-    });
+    figures.push(Figure::memory(
+        format!("agent RSS after {churn_secs:.0} s of {churn_rate:.0} new connections/s"),
+        rss1,
+        Some(rss0),
+    ));
     figures.push(Figure::plain(
         "agent CPU per new connection (one request each)",
         (churn_cpu1 - churn_cpu0) / churn.completed.max(1) as f64 * 1e6,
@@ -358,14 +355,11 @@ pub fn scale(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
         open_after,
         "connections",
     ));
-    figures.push(Figure {
-        name: format!("agent peak RSS, {CONNS} keep-alive connections under wrk"),
-        value: busy_peak,
-        unit: "MiB",
-        baseline: Some(before),
-        ratio: Some(busy_peak / before),
-        target: Some(("<= 64 MiB", busy_peak <= 64.0)),
-    });
+    figures.push(Figure::memory(
+        format!("agent peak RSS, {CONNS} keep-alive connections under wrk"),
+        busy_peak,
+        Some(before),
+    ));
     figures.push(Figure::plain(
         format!(
             "agent PSS after {CONNS} connections under wrk (RSS then {busy_rss:.1} MiB; PSS counts \
@@ -374,14 +368,11 @@ pub fn scale(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
         busy_pss,
         "MiB",
     ));
-    figures.push(Figure {
-        name: format!("agent RSS, {CONNS} idle connections"),
-        value: idle_rss,
-        unit: "MiB",
-        baseline: Some(before),
-        ratio: Some(idle_rss / before),
-        target: Some(("<= 64 MiB", idle_rss <= 64.0)),
-    });
+    figures.push(Figure::memory(
+        format!("agent RSS, {CONNS} idle connections"),
+        idle_rss,
+        Some(before),
+    ));
     let per_req = (cpu1 - cpu0) / (busy.rps * secs as f64) * 1e6;
     figures.push(Figure::plain(
         format!("agent CPU per request, {CONNS} connections"),
