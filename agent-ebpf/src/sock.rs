@@ -60,25 +60,31 @@ pub fn tcp_sock_of_fd(fd: u32, off: &KernelOffsets) -> Option<u64> {
     Some(sk)
 }
 
-/// The connection's addresses, from `sock_common`.
+/// The connection's addresses, from `sock_common`. Addresses are read as 8-byte words: a
+/// zero-filled byte array compiles to a memset subprogram call that the verifier walks byte by
+/// byte.
 #[inline(always)]
 pub fn tuple_of(sk: u64, off: &KernelOffsets) -> ConnTuple {
-    let mut tuple = ConnTuple {
-        family: read(sk, off.sock_family).unwrap_or(0),
+    let family: u16 = read(sk, off.sock_family).unwrap_or(0);
+    let (local, remote): ([u64; 2], [u64; 2]) = if family == AF_INET6 {
+        (
+            read(sk, off.sock_v6_rcv_saddr).unwrap_or([0; 2]),
+            read(sk, off.sock_v6_daddr).unwrap_or([0; 2]),
+        )
+    } else {
+        // IPv4 in the first 4 bytes, in network order as read (little-endian words).
+        let local: u32 = read(sk, off.sock_rcv_saddr).unwrap_or(0);
+        let remote: u32 = read(sk, off.sock_daddr).unwrap_or(0);
+        ([u64::from(local), 0], [u64::from(remote), 0])
+    };
+    ConnTuple {
+        family,
         local_port: read(sk, off.sock_num).unwrap_or(0),
         remote_port: u16::from_be(read(sk, off.sock_dport).unwrap_or(0)),
         _pad: 0,
-        local_addr: [0; 16],
-        remote_addr: [0; 16],
-    };
-    if tuple.family == AF_INET6 {
-        tuple.local_addr = read(sk, off.sock_v6_rcv_saddr).unwrap_or([0; 16]);
-        tuple.remote_addr = read(sk, off.sock_v6_daddr).unwrap_or([0; 16]);
-    } else {
-        let local: [u8; 4] = read(sk, off.sock_rcv_saddr).unwrap_or([0; 4]);
-        let remote: [u8; 4] = read(sk, off.sock_daddr).unwrap_or([0; 4]);
-        tuple.local_addr[..4].copy_from_slice(&local);
-        tuple.remote_addr[..4].copy_from_slice(&remote);
+        // SAFETY: [u64; 2] and [u8; 16] have the same size; any bytes are valid u8s.
+        local_addr: unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(local) },
+        // SAFETY: as above.
+        remote_addr: unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(remote) },
     }
-    tuple
 }

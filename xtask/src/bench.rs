@@ -284,6 +284,26 @@ fn agent(metrics_port: u16, log: &Path) -> Result<Guard> {
     agent_with(metrics_port, log, &[], &[])
 }
 
+/// How the bench's agents hooked the syscalls (`fexit`, `tp_btf`, `tracepoints`), from their
+/// logs: an agent that fell back to another path measures another thing, and the report says so.
+static HOOK_PATHS: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// The path an agent's log names ("syscalls are hooked by PATH"), remembered for the report.
+fn note_hook_path(log: &Path) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let path = text
+        .split("syscalls are hooked by ")
+        .nth(1)
+        .and_then(|rest| rest.split([':', ' ', '\n']).next())
+        .unwrap_or("unknown")
+        .to_string();
+    HOOK_PATHS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(path);
+}
+
 /// The highest peak RSS of an agent while it loaded its programs, in KiB.
 static STARTUP_PEAK_KIB: AtomicU64 = AtomicU64::new(0);
 
@@ -392,6 +412,7 @@ pub fn agent_with(
             let loading = status_mib(guard.0.id(), "VmHWM");
             STARTUP_PEAK_KIB.fetch_max((loading * 1024.0) as u64, Relaxed);
             let _ = std::fs::write(format!("/proc/{}/clear_refs", guard.0.id()), "5");
+            note_hook_path(log);
             return Ok(guard);
         }
         if Instant::now() > deadline {
@@ -896,6 +917,17 @@ fn write_report(figures: &[Figure], started: Instant) -> Result<PathBuf> {
         "One run on this machine ({} CPUs), {:.0} s. Ratios compare against a baseline measured in the same run.\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         started.elapsed().as_secs_f64()
+    );
+    let paths: Vec<String> = HOOK_PATHS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .cloned()
+        .collect();
+    let _ = writeln!(
+        md,
+        "The agents hooked the syscalls by: {} (the injection runs always use tracepoints; any other agent that fell back adds its path here).\n",
+        paths.join(", ")
     );
     md.push_str(
         "| figure | value | baseline | ratio | target | met |\n|---|---|---|---|---|---|\n",
