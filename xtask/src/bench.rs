@@ -652,14 +652,13 @@ fn overhead(quick: bool, figures: &mut Vec<Figure>) -> Result<()> {
         target: None,
     });
     let i99 = avg(&idle_fixed, |r| r.p99_us);
-    figures.push(Figure {
-        name: "p99 latency added at half saturation, agent at --cpu-priority idle".into(),
-        value: i99 - b99,
-        unit: "us",
-        baseline: None,
-        ratio: None,
-        target: Some(("<= 50 us", i99 - b99 <= 50.0)),
-    });
+    // No target: an idle-priority agent drops what it cannot keep up with (next figure), so
+    // this is not the full tracing the target is about.
+    figures.push(Figure::plain(
+        "p99 latency added at half saturation, agent at --cpu-priority idle (drops, counted)",
+        i99 - b99,
+        "us",
+    ));
     figures.push(Figure::plain(
         "things dropped at half saturation, agent at --cpu-priority idle (all rounds)",
         idle_dropped,
