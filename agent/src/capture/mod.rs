@@ -633,29 +633,23 @@ trait BtfHook {
     fn unload_now(&mut self) -> Result<(), ProgramError>;
 }
 
-impl BtfHook for FExit {
-    fn load_for(&mut self, target: &str, btf: &aya::Btf) -> Result<(), ProgramError> {
-        self.load(target, btf)
-    }
-    fn attach_now(&mut self) -> Result<(), ProgramError> {
-        self.attach().map(drop)
-    }
-    fn unload_now(&mut self) -> Result<(), ProgramError> {
-        self.unload()
-    }
+/// fexit and tp_btf programs load, attach and unload alike; only their types differ.
+macro_rules! btf_hook {
+    ($($program:ty),*) => {$(
+        impl BtfHook for $program {
+            fn load_for(&mut self, target: &str, btf: &aya::Btf) -> Result<(), ProgramError> {
+                self.load(target, btf)
+            }
+            fn attach_now(&mut self) -> Result<(), ProgramError> {
+                self.attach().map(drop)
+            }
+            fn unload_now(&mut self) -> Result<(), ProgramError> {
+                self.unload()
+            }
+        }
+    )*};
 }
-
-impl BtfHook for BtfTracePoint {
-    fn load_for(&mut self, target: &str, btf: &aya::Btf) -> Result<(), ProgramError> {
-        self.load(target, btf)
-    }
-    fn attach_now(&mut self) -> Result<(), ProgramError> {
-        self.attach().map(drop)
-    }
-    fn unload_now(&mut self) -> Result<(), ProgramError> {
-        self.unload()
-    }
-}
+btf_hook!(FExit, BtfTracePoint);
 
 /// Loads and attaches the `programs` (name, BTF target) of one BTF-attached path (fexit or
 /// tp_btf), whose error `err` builds from what failed and why; on error, what is attached stays
