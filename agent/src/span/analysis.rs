@@ -49,9 +49,11 @@ const MAX_SEEN: usize = 65536;
 const MAX_STEPS: usize = 32;
 /// Fan-out findings per span.
 const MAX_FAN_OUT_EVENTS: usize = 3;
-/// A cold start must also be this much slower than the median, so that 50 µs against 4 µs
-/// is not one.
-const COLD_START_MIN_EXTRA_NS: u64 = 1_000_000;
+/// A cold start must also be this much slower than the median. What an operator can act on
+/// (class loading, JIT, lazy pools, imports) costs tens of milliseconds and more; a first
+/// request a few milliseconds slow is a scheduling hiccup of the host (a 2-CPU host starting
+/// the agent itself stalled a warm Java server's first traced request by over 1 ms).
+const COLD_START_MIN_EXTRA_NS: u64 = 10_000_000;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct FindingsConfig {

@@ -329,6 +329,23 @@ fn a_steady_process_and_a_lone_request_are_no_cold_start() {
             .is_empty()
     );
 
+    // A hiccup: 9 ms after 300 µs is 30x, but under 10 ms slower; 11 ms after 300 µs is one.
+    for (first_ns, cold) in [(9_000_000u64, false), (10_400_000, true)] {
+        let mut first = span(1, None, SpanKind::Server, 0, 0);
+        first.end_unix_ns = first.start_unix_ns + first_ns;
+        let mut spans = vec![first];
+        for i in 0..5u64 {
+            let mut s = span(10 + i as u8, None, SpanKind::Server, 20 + i, 20 + i);
+            s.end_unix_ns += 300_000;
+            spans.push(s);
+        }
+        assert_eq!(
+            !events(&analyze(FindingsConfig::default(), spans)[&1], COLD_START).is_empty(),
+            cold,
+            "{first_ns} ns after a median of 300 µs"
+        );
+    }
+
     // One request and nothing after it: released after the wait, without a verdict.
     let mut a = Analyzer::new(FindingsConfig::default());
     let mut out = Vec::new();
