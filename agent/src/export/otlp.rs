@@ -373,7 +373,7 @@ fn resource_of(
 /// An attribute, its value moved.
 fn key_value(a: Attribute) -> KeyValue {
     let value = match a.value {
-        AttrValue::Str(s) => Value::StringValue(s),
+        AttrValue::Str(s) => Value::StringValue(s.into()),
         AttrValue::Int(i) => Value::IntValue(i),
         AttrValue::StrArray(v) => Value::ArrayValue(ArrayValue {
             values: v
@@ -414,7 +414,7 @@ fn proto_span(span: Span) -> ProtoSpan {
             .unwrap_or_default(),
         parent_span_id: span.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(),
         flags,
-        name: span.name,
+        name: span.name.into(),
         kind: match span.kind {
             SpanKind::Server => ProtoKind::Server,
             SpanKind::Client => ProtoKind::Client,
@@ -686,7 +686,7 @@ mod tests {
             } else {
                 SpanKind::Client
             },
-            name: format!("GET /{id}"),
+            name: format!("GET /{id}").into(),
             start_unix_ns: 1_000 + u64::from(id),
             end_unix_ns: 2_000,
             attributes: vec![

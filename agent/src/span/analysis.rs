@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{AttrValue, Attribute, Span, SpanEvent, SpanKind, hex, semconv as sc};
+use super::{AttrValue, Attribute, CompactString, Span, SpanEvent, SpanKind, hex, semconv as sc};
 
 pub const N_PLUS_ONE: &str = "tracewire.finding.n_plus_one";
 pub const SERIAL_FAN_OUT: &str = "tracewire.finding.serial_fan_out";
@@ -97,7 +97,7 @@ pub enum Finding {
 #[derive(Clone, Debug, PartialEq)]
 struct Step {
     span_id: [u8; 8],
-    name: String,
+    name: CompactString,
     self_ns: u64,
 }
 
@@ -345,13 +345,13 @@ fn shape(span: &Span, peer: &str) -> String {
     if let Some(system) = text(span, sc::DB_SYSTEM_NAME) {
         let query = text(span, sc::DB_QUERY_TEXT)
             .or_else(|| text(span, sc::DB_QUERY_SUMMARY))
-            .unwrap_or_else(|| span.name.clone());
+            .unwrap_or_else(|| span.name.to_string());
         return format!("{system} {query} @{peer}");
     }
     if text(span, sc::RPC_METHOD).is_some() {
         return format!("{} @{peer}", span.name);
     }
-    let method = text(span, sc::HTTP_REQUEST_METHOD).unwrap_or_else(|| span.name.clone());
+    let method = text(span, sc::HTTP_REQUEST_METHOD).unwrap_or_else(|| span.name.to_string());
     let path = text(span, sc::URL_FULL)
         .map(|url| path_template(&url))
         .unwrap_or_default();
@@ -500,7 +500,7 @@ fn add_path_attributes(span: &mut Span, path: &[Step]) {
     ));
     span.attributes.push(Attribute::strs(
         CRITICAL_PATH_NAMES,
-        path.iter().map(|s| s.name.clone()).collect(),
+        path.iter().map(|s| s.name.to_string()).collect(),
     ));
     span.attributes.push(Attribute::ints(
         CRITICAL_PATH_SELF_NS,

@@ -2,6 +2,8 @@
 //! <https://opentelemetry.io/docs/specs/semconv/http/http-spans/>.
 use std::net::SocketAddr;
 
+use compact_str::{CompactString, ToCompactString, format_compact};
+
 use super::{Attribute, Clock, Span, SpanKind, Status, context::SpanContext, semconv as sc};
 use crate::reassembly::{Exchange, Message, Role};
 
@@ -42,25 +44,25 @@ fn path_and_query(target: &str) -> (&str, Option<&str>) {
 }
 
 /// `host[:port]` or `[v6][:port]` from a Host header.
-fn split_host(host: &str) -> (String, Option<u16>) {
+fn split_host(host: &str) -> (&str, Option<u16>) {
     let host = host.trim();
     if let Some(rest) = host.strip_prefix('[')
         && let Some((h, after)) = rest.split_once(']')
     {
         let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
-        return (h.to_string(), port);
+        return (h, port);
     }
     match host.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') => (h.to_string(), p.parse().ok()),
-        _ => (host.to_string(), None),
+        Some((h, p)) if !h.contains(':') => (h, p.parse().ok()),
+        _ => (host, None),
     }
 }
 
-fn host_for_url(host: &str) -> String {
+fn host_for_url(host: &str) -> CompactString {
     if host.contains(':') {
-        format!("[{host}]")
+        format_compact!("[{host}]")
     } else {
-        host.to_string()
+        host.into()
     }
 }
 
@@ -70,7 +72,7 @@ fn push_addr(
     port_key: &'static str,
     a: SocketAddr,
 ) {
-    attrs.push(Attribute::str(addr_key, a.ip().to_string()));
+    attrs.push(Attribute::str(addr_key, a.ip().to_compact_string()));
     attrs.push(Attribute::int(port_key, i64::from(a.port())));
 }
 
@@ -145,15 +147,15 @@ fn build_http(
     let name = match req.method {
         Some(m) if known_method(m) => {
             attrs.push(Attribute::str(sc::HTTP_REQUEST_METHOD, m));
-            m.to_string()
+            CompactString::from(m)
         }
         Some(m) => {
             attrs.push(Attribute::str(sc::HTTP_REQUEST_METHOD, "_OTHER"));
             attrs.push(Attribute::str(sc::HTTP_REQUEST_METHOD_ORIGINAL, m));
-            "HTTP".to_string()
+            CompactString::const_new("HTTP")
         }
         // Not decodable: say nothing rather than something wrong.
-        None => "HTTP".to_string(),
+        None => CompactString::const_new("HTTP"),
     };
     if req.incomplete {
         attrs.push(Attribute::str(
@@ -195,7 +197,7 @@ fn build_http(
             let local = ex.conn.local;
             match (&host, local) {
                 (Some((h, port)), _) => {
-                    attrs.push(Attribute::str(sc::SERVER_ADDRESS, h.clone()));
+                    attrs.push(Attribute::str(sc::SERVER_ADDRESS, *h));
                     if let Some(p) = port.or(local.map(|l| l.port())) {
                         attrs.push(Attribute::int(sc::SERVER_PORT, i64::from(p)));
                     }
@@ -205,7 +207,7 @@ fn build_http(
             }
             if let Some(remote) = ex.conn.remote {
                 // One formatting for both: it was 5% of the agent's CPU under nginx load.
-                let ip = remote.ip().to_string();
+                let ip = remote.ip().to_compact_string();
                 let port = i64::from(remote.port());
                 attrs.push(Attribute::str(sc::CLIENT_ADDRESS, ip.clone()));
                 attrs.push(Attribute::int(sc::CLIENT_PORT, port));
@@ -216,9 +218,9 @@ fn build_http(
         }
         Role::Client => {
             let remote = ex.conn.remote;
-            let remote_ip = remote.map(|r| r.ip().to_string());
+            let remote_ip = remote.map(|r| r.ip().to_compact_string());
             let (server_host, server_port) = match (&host, remote) {
-                (Some((h, p)), r) => (Some(h.clone()), p.or(r.map(|r| r.port()))),
+                (Some((h, p)), r) => (Some(CompactString::from(*h)), p.or(r.map(|r| r.port()))),
                 (None, Some(r)) => (remote_ip.clone(), Some(r.port())),
                 (None, None) => (None, None),
             };
@@ -231,10 +233,10 @@ fn build_http(
             if let (Some(h), Some(path)) = (&server_host, path) {
                 let default_port = if req.scheme == "https" { 443 } else { 80 };
                 let authority = match server_port {
-                    Some(p) if p != default_port => format!("{}:{p}", host_for_url(h)),
+                    Some(p) if p != default_port => format_compact!("{}:{p}", host_for_url(h)),
                     _ => host_for_url(h),
                 };
-                let mut full = format!("{}://{authority}{path}", req.scheme);
+                let mut full = format_compact!("{}://{authority}{path}", req.scheme);
                 if opts.capture_query
                     && let Some(q) = query
                 {
@@ -251,8 +253,8 @@ fn build_http(
         }
     };
     let error_type = match (error, status, req.ended_by) {
-        (true, Some(code), _) => Some(code.to_string()),
-        (_, None, Some(reason)) => Some(reason.to_string()),
+        (true, Some(code), _) => Some(code.to_compact_string()),
+        (_, None, Some(reason)) => Some(CompactString::from(reason)),
         _ => None,
     };
     let is_error = error_type.is_some();
@@ -268,7 +270,7 @@ pub(super) fn finish(
     ctx: SpanContext,
     clock: &Clock,
     kind: SpanKind,
-    name: String,
+    name: impl Into<CompactString>,
     attributes: Vec<Attribute>,
     error: bool,
 ) -> Span {
@@ -279,7 +281,7 @@ pub(super) fn finish(
         parent_is_remote: ctx.parent_is_remote,
         tracestate: ctx.tracestate,
         kind,
-        name,
+        name: name.into(),
         start_unix_ns: clock.to_unix_ns(ex.start_ns),
         end_unix_ns: clock.to_unix_ns(ex.end_ns),
         attributes,
@@ -419,8 +421,8 @@ mod tests {
         assert_eq!(s(&span, "network.protocol.version").as_deref(), Some("1.0"));
         assert_eq!(s(&span, "server.address").as_deref(), Some("127.0.0.1"));
         assert_eq!(span.status, Status::Unset);
-        assert_eq!(split_host("[::1]:80"), ("::1".to_string(), Some(80)));
-        assert_eq!(split_host("a.b"), ("a.b".to_string(), None));
+        assert_eq!(split_host("[::1]:80"), ("::1", Some(80)));
+        assert_eq!(split_host("a.b"), ("a.b", None));
         assert_eq!(path_and_query("http://h:1/p?x"), ("/p", Some("x")));
         assert_eq!(path_and_query("http://h"), ("/", None));
     }

@@ -10,6 +10,8 @@ pub mod semconv;
 
 use std::sync::Arc;
 
+pub use compact_str::CompactString;
+
 use crate::capture::process::ProcessInfo;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,7 +31,7 @@ impl SpanKind {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum AttrValue {
-    Str(String),
+    Str(CompactString),
     Int(i64),
     StrArray(Vec<String>),
     IntArray(Vec<i64>),
@@ -74,7 +76,7 @@ pub struct Attribute {
 }
 
 impl Attribute {
-    pub fn str(key: &'static str, value: impl Into<String>) -> Self {
+    pub fn str(key: &'static str, value: impl Into<CompactString>) -> Self {
         Attribute {
             key,
             value: AttrValue::Str(value.into()),
@@ -130,7 +132,7 @@ pub struct Span {
     /// W3C `tracestate` carried over from the incoming request.
     pub tracestate: Option<String>,
     pub kind: SpanKind,
-    pub name: String,
+    pub name: CompactString,
     /// Nanoseconds since the Unix epoch.
     pub start_unix_ns: u64,
     pub end_unix_ns: u64,

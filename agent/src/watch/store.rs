@@ -70,7 +70,7 @@ impl WatchSpan {
             parent_span_id: span.parent_span_id.map(|p| hex(&p)),
             server: span.kind == SpanKind::Server,
             service: span.process.service_name.clone(),
-            name: span.name.clone(),
+            name: span.name.to_string(),
             target,
             status,
             error: span.status == Status::Error,

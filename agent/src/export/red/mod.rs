@@ -26,6 +26,8 @@ use std::{
     fmt::Write as _,
 };
 
+use compact_str::ToCompactString;
+
 use opentelemetry_proto::tonic::{
     collector::metrics::v1::ExportMetricsServiceRequest,
     common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value},
@@ -38,7 +40,7 @@ use opentelemetry_proto::tonic::{
 
 use crate::{
     protocol::grpc,
-    span::{AttrValue, Span, SpanKind, semconv as sc},
+    span::{AttrValue, CompactString, Span, SpanKind, semconv as sc},
 };
 
 pub const HTTP_SERVER_REQUEST_DURATION: &str = "http.server.request.duration";
@@ -160,7 +162,7 @@ impl Instrument {
 /// An attribute value in a series key (ordered, so that output is stable).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Val {
-    Str(String),
+    Str(CompactString),
     Int(i64),
 }
 
@@ -169,7 +171,7 @@ impl From<&AttrValue> for Val {
         match v {
             AttrValue::Str(s) => Val::Str(s.clone()),
             AttrValue::Int(i) => Val::Int(*i),
-            other => Val::Str(other.to_string()),
+            other => Val::Str(other.to_compact_string()),
         }
     }
 }
@@ -446,7 +448,7 @@ fn http_server_key(span: &Span, routes: &mut HashSet<String>, max_routes: usize)
         } else {
             ROUTE_OTHER.to_string()
         };
-        key.push((HTTP_ROUTE, Val::Str(route)));
+        key.push((HTTP_ROUTE, Val::Str(route.into())));
     }
     push_attr(&mut key, span, sc::URL_SCHEME);
     push_attr(&mut key, span, sc::NETWORK_PROTOCOL_VERSION);
@@ -467,7 +469,7 @@ fn http_client_key(span: &Span) -> Key {
             .map(|(s, _)| s)
     });
     if let Some(s) = scheme {
-        key.push((sc::URL_SCHEME, Val::Str(s.to_string())));
+        key.push((sc::URL_SCHEME, Val::Str(s.into())));
     }
     push_attr(&mut key, span, sc::NETWORK_PROTOCOL_VERSION);
     push_attr(&mut key, span, sc::ERROR_TYPE);
@@ -492,10 +494,10 @@ fn rpc_key(span: &Span) -> Key {
     if let Some(full) = str_attr(span, sc::RPC_METHOD) {
         match full.rsplit_once('/') {
             Some((service, method)) => {
-                key.push((sc::RPC_SERVICE, Val::Str(service.to_string())));
-                key.push((sc::RPC_METHOD, Val::Str(method.to_string())));
+                key.push((sc::RPC_SERVICE, Val::Str(service.into())));
+                key.push((sc::RPC_METHOD, Val::Str(method.into())));
             }
-            None => key.push((sc::RPC_METHOD, Val::Str(full.to_string()))),
+            None => key.push((sc::RPC_METHOD, Val::Str(full.into()))),
         }
     }
     if let Some(name) = str_attr(span, sc::RPC_RESPONSE_STATUS_CODE)

@@ -23,7 +23,7 @@ fn span(id: u8, parent: Option<u8>, kind: SpanKind, start_ms: u64, end_ms: u64) 
         parent_is_remote: false,
         tracestate: None,
         kind,
-        name: format!("span{id}"),
+        name: format!("span{id}").into(),
         start_unix_ns: T0 + start_ms * MS,
         end_unix_ns: T0 + end_ms * MS,
         attributes: Vec::new(),
