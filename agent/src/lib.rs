@@ -14,6 +14,8 @@ pub mod install;
 pub mod pipeline;
 pub mod protocol;
 #[cfg(feature = "runtime")]
+pub mod queue;
+#[cfg(feature = "runtime")]
 pub mod reassembly;
 #[cfg(feature = "runtime")]
 pub mod sampling;

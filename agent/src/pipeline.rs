@@ -169,9 +169,9 @@ pub async fn run(
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
 
-    let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
-    let (notice_tx, notice_rx) = mpsc::channel(NOTICE_QUEUE);
-    let (span_tx, span_rx) = mpsc::channel(settings.batch.max_queue);
+    let (event_tx, event_rx) = crate::queue::channel(EVENT_QUEUE);
+    let (notice_tx, notice_rx) = crate::queue::channel(NOTICE_QUEUE);
+    let (span_tx, span_rx) = crate::queue::channel(settings.batch.max_queue);
     let (log_tap, log_exporter) = match settings.logs {
         Some((cfg, export, tls)) => {
             let (tx, rx) = mpsc::channel(LOG_QUEUE);

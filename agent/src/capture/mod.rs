@@ -28,10 +28,7 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, FExit, ProgramError, TracePoint},
 };
-use tokio::{
-    io::unix::AsyncFd,
-    sync::{mpsc, watch},
-};
+use tokio::{io::unix::AsyncFd, sync::watch};
 
 pub use event::{CaptureEvent, ConnKey};
 pub use inject::check_injection;
@@ -39,6 +36,7 @@ use inject::{Injection, ModeMarker, start_injection, unload_injection};
 
 use crate::{
     config::SyscallHooks,
+    queue::BatchSender,
     telemetry::{Drop, TELEMETRY},
 };
 
@@ -422,7 +420,7 @@ impl Capture {
     /// wakeups while the buffer is under a quarter full, so the reader also drains on a timer.
     pub async fn run(
         self,
-        events: mpsc::Sender<CaptureEvent>,
+        events: BatchSender<CaptureEvent>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), CaptureError> {
         let Capture {
@@ -889,7 +887,7 @@ const DRAIN_BUDGET: usize = 1024;
 /// Keeps draining, yielding between budgets, until the ring buffer is empty.
 async fn drain_rest(
     ring: &mut RingBuf<MapData>,
-    events: &mpsc::Sender<CaptureEvent>,
+    events: &BatchSender<CaptureEvent>,
     modes: &mut Option<ModeMarker>,
 ) {
     loop {
@@ -900,11 +898,24 @@ async fn drain_rest(
     }
 }
 
-/// Moves up to [`DRAIN_BUDGET`] records to the event queue and says how many it took: the
-/// whole budget means more may be waiting.
+/// Moves up to [`DRAIN_BUDGET`] records to the event queue, as one batch, and says how many it
+/// took: the whole budget means more may be waiting.
 fn drain(
     ring: &mut RingBuf<MapData>,
-    events: &mpsc::Sender<CaptureEvent>,
+    events: &BatchSender<CaptureEvent>,
+    modes: &mut Option<ModeMarker>,
+) -> usize {
+    let mut batch = Vec::new();
+    let taken = drain_into(ring, &mut batch, modes);
+    if let Err(refused) = events.try_send(batch) {
+        TELEMETRY.drop_n(Drop::EventQueueFull, refused.len() as u64);
+    }
+    taken
+}
+
+fn drain_into(
+    ring: &mut RingBuf<MapData>,
+    batch: &mut Vec<CaptureEvent>,
     modes: &mut Option<ModeMarker>,
 ) -> usize {
     for taken in 0..DRAIN_BUDGET {
@@ -939,9 +950,7 @@ fn drain(
                     CaptureEvent::Log(_) => &TELEMETRY.events_log,
                 }
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if events.try_send(ev).is_err() {
-                    TELEMETRY.drop(Drop::EventQueueFull);
-                }
+                batch.push(ev);
             }
             Err(err) => {
                 tracing::debug!(%err, "skipping ring-buffer record");

@@ -10,9 +10,10 @@ pub mod tls;
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::{
+    queue::{BatchReceiver, BatchSender},
     sampling::tail::TailSampler,
     span::Span,
     telemetry::{Drop, Queue, TELEMETRY},
@@ -99,10 +100,10 @@ impl Sink {
     }
 }
 
-/// Queues a span for export without ever waiting: a full queue drops it (counted).
-pub fn enqueue(tx: &mpsc::Sender<Span>, span: Span) {
-    if tx.try_send(span).is_err() {
-        TELEMETRY.drop(Drop::ExportQueueFull);
+/// Queues spans for export without ever waiting: a full queue drops them (counted).
+pub fn enqueue(tx: &BatchSender<Span>, spans: Vec<Span>) {
+    if let Err(refused) = tx.try_send(spans) {
+        TELEMETRY.drop_n(Drop::ExportQueueFull, refused.len() as u64);
     }
 }
 
@@ -117,7 +118,7 @@ const TAIL_TICK: Duration = Duration::from_millis(100);
 /// of `shutdown` flipping). With a tail sampler, spans wait in it for their trace's decision
 /// and only kept ones are batched.
 pub async fn run(
-    mut rx: mpsc::Receiver<Span>,
+    mut rx: BatchReceiver<Span>,
     mut sink: Sink,
     cfg: BatchConfig,
     mut tail: Option<TailSampler>,
@@ -133,20 +134,19 @@ pub async fn run(
         tokio::pin!(deadline);
         while batch.len() < cfg.max_batch {
             tokio::select! {
-                span = rx.recv() => match span {
-                    Some(span) => {
+                spans = rx.recv() => match spans {
+                    Some(spans) => {
                         match tail.as_mut() {
-                            Some(t) => t.push(span, Instant::now(), &mut batch),
-                            None => batch.push(span),
+                            Some(t) => {
+                                let now = Instant::now();
+                                for span in spans {
+                                    t.push(span, now, &mut batch);
+                                }
+                            }
+                            None => batch.extend(spans),
                         }
                         // The terminal shows spans as they come: what is queued now, at once.
                         if matches!(sink, Sink::Stdout(_)) && tail.is_none() {
-                            while batch.len() < cfg.max_batch {
-                                match rx.try_recv() {
-                                    Ok(span) => batch.push(span),
-                                    Err(_) => break,
-                                }
-                            }
                             break;
                         }
                     }
@@ -170,7 +170,8 @@ pub async fn run(
                 _ = &mut deadline => break,
             }
         }
-        TELEMETRY.set_queue(Queue::Spans, rx.len(), rx.max_capacity());
+        let (queued, bound) = rx.depth();
+        TELEMETRY.set_queue(Queue::Spans, queued, bound);
         if !open && let Some(t) = tail.as_mut() {
             t.flush(&mut batch);
             TELEMETRY.set_tail(t.stats());

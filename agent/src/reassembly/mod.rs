@@ -806,8 +806,8 @@ fn looks_like_tls_record(b: &[u8]) -> bool {
 /// The reassembly stage: events in, notices out, until the event queue closes. Idle
 /// connections are swept every few seconds.
 pub async fn run(
-    mut events: tokio::sync::mpsc::Receiver<crate::capture::CaptureEvent>,
-    notices: tokio::sync::mpsc::Sender<Notice>,
+    mut events: crate::queue::BatchReceiver<crate::capture::CaptureEvent>,
+    notices: crate::queue::BatchSender<Notice>,
     mut table: ConnTable,
 ) {
     use crate::capture::CaptureEvent;
@@ -816,26 +816,25 @@ pub async fn run(
     let mut gauge = tokio::time::interval(std::time::Duration::from_secs(1));
     gauge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut out = Vec::new();
-    // Events are taken as many as are queued (up to BATCH): one wakeup and one poll of the
-    // timers per batch rather than per event.
-    const BATCH: usize = 256;
-    let mut batch = Vec::with_capacity(BATCH);
     loop {
         tokio::select! {
             _ = gauge.tick() => {
                 use crate::telemetry::Queue;
-                TELEMETRY.set_queue(Queue::Events, events.len(), events.max_capacity());
-                let cap = notices.max_capacity();
-                TELEMETRY.set_queue(Queue::Notices, cap - notices.capacity(), cap);
+                let (queued, bound) = events.depth();
+                TELEMETRY.set_queue(Queue::Events, queued, bound);
+                let (queued, bound) = notices.depth();
+                TELEMETRY.set_queue(Queue::Notices, queued, bound);
                 TELEMETRY
                     .connections_open
                     .store(table.len() as u64, std::sync::atomic::Ordering::Relaxed);
             }
-            n = events.recv_many(&mut batch, BATCH) => {
-                if n == 0 {
+            batch = events.recv() => {
+                // A batch is a drain of the ring buffer: one wakeup and one poll of the timers
+                // per batch rather than per event.
+                let Some(batch) = batch else {
                     break;
-                }
-                for ev in batch.drain(..) {
+                };
+                for ev in batch {
                     match ev {
                         CaptureEvent::Open(o) => table.open(o, &mut out),
                         CaptureEvent::Data(d) => table.data(d, &mut out),
@@ -852,10 +851,10 @@ pub async fn run(
             },
             _ = sweep.tick() => table.evict_idle(monotonic_now_ns(), &mut out),
         }
-        for notice in out.drain(..) {
-            if notices.try_send(notice).is_err() {
-                TELEMETRY.drop(Drop::NoticeQueueFull);
-            }
+        if let Err(refused) = notices.try_send(std::mem::take(&mut out)) {
+            TELEMETRY.drop_n(Drop::NoticeQueueFull, refused.len() as u64);
+            out = refused;
+            out.clear();
         }
     }
 }

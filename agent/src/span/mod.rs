@@ -245,8 +245,8 @@ pub struct Stage {
 /// on, every finished request is measured, sampled or not. Exported spans go through
 /// [`analysis`] first; log lines are tied to the requests their threads serve.
 pub async fn run(
-    mut notices: tokio::sync::mpsc::Receiver<crate::reassembly::Notice>,
-    spans: tokio::sync::mpsc::Sender<Span>,
+    mut notices: crate::queue::BatchReceiver<crate::reassembly::Notice>,
+    spans: crate::queue::BatchSender<Span>,
     stage: Stage,
 ) {
     let Stage {
@@ -257,11 +257,12 @@ pub async fn run(
         recent,
         mut logs,
     } = stage;
-    let send = |span: Span| {
+    // Spans ready for export, handed over once per batch of notices (or tick).
+    let send = |ready: &mut Vec<Span>| {
         if let Some(recent) = &recent {
-            recent.record(&span);
+            ready.iter().for_each(|span| recent.record(span));
         }
-        crate::export::enqueue(&spans, span);
+        crate::export::enqueue(&spans, std::mem::take(ready));
     };
     use crate::reassembly::Notice;
     use std::sync::atomic::Ordering::Relaxed;
@@ -271,25 +272,24 @@ pub async fn run(
     let mut ready: Vec<Span> = Vec::new();
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Notices are taken as many as are queued (up to BATCH): one wakeup and one poll of the
-    // timer per batch rather than per notice.
-    const BATCH: usize = 256;
-    let mut batch = Vec::with_capacity(BATCH);
     loop {
-        tokio::select! {
-            n = notices.recv_many(&mut batch, BATCH) => if n == 0 {
-                break;
+        // Notices come in batches (those of one batch of events): one wakeup and one poll of
+        // the timer per batch rather than per notice.
+        let batch = tokio::select! {
+            batch = notices.recv() => match batch {
+                Some(batch) => batch,
+                None => break,
             },
             _ = tick.tick() => {
                 analyzer.tick(std::time::Instant::now(), &mut ready);
                 crate::telemetry::TELEMETRY
                     .analysis_orphans
                     .store(analyzer.orphans, Relaxed);
-                ready.drain(..).for_each(send);
+                send(&mut ready);
                 continue;
             }
-        }
-        for notice in batch.drain(..) {
+        };
+        for notice in batch {
             match notice {
                 Notice::Started(req) => contexts.start(&req),
                 Notice::Abandoned { id, tgid } => {
@@ -327,13 +327,13 @@ pub async fn run(
                         .spans_built
                         .fetch_add(1, Relaxed);
                     analyzer.process(span, std::time::Instant::now(), &mut ready);
-                    ready.drain(..).for_each(send);
                 }
             }
         }
+        send(&mut ready);
     }
     analyzer.drain(&mut ready);
-    ready.drain(..).for_each(send);
+    send(&mut ready);
 }
 
 #[cfg(test)]
