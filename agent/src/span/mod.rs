@@ -199,20 +199,22 @@ impl Default for Clock {
     }
 }
 
+/// Random ids from the thread's CSPRNG, drawn as one integer: `rand::random::<[u8; N]>()`
+/// draws every byte on its own (a 32-bit word each), which was 4% of the agent at load.
 pub fn new_trace_id() -> [u8; 16] {
     loop {
-        let id: [u8; 16] = rand::random();
-        if id != [0; 16] {
-            return id;
+        let id = rand::random::<u128>();
+        if id != 0 {
+            return id.to_le_bytes();
         }
     }
 }
 
 pub fn new_span_id() -> [u8; 8] {
     loop {
-        let id: [u8; 8] = rand::random();
-        if id != [0; 8] {
-            return id;
+        let id = rand::random::<u64>();
+        if id != 0 {
+            return id.to_le_bytes();
         }
     }
 }
