@@ -50,6 +50,34 @@ pub struct ConnMeta {
     pub process: Arc<ProcessInfo>,
     /// The bytes were TLS, seen as plaintext through the OpenSSL probes (`url.scheme` https).
     pub tls: bool,
+    /// The addresses' IPs as text, formatted once per connection rather than for every span
+    /// (formatting was 4% of the agent at load). Reset with the addresses.
+    pub ip_text: IpText,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct IpText {
+    local: std::sync::OnceLock<compact_str::CompactString>,
+    remote: std::sync::OnceLock<compact_str::CompactString>,
+}
+
+impl ConnMeta {
+    /// The local address's IP as text.
+    pub fn local_ip(&self) -> Option<&compact_str::CompactString> {
+        let a = self.local?;
+        Some(self.ip_text.local.get_or_init(|| ip_text(a)))
+    }
+
+    /// The peer's IP as text.
+    pub fn remote_ip(&self) -> Option<&compact_str::CompactString> {
+        let a = self.remote?;
+        Some(self.ip_text.remote.get_or_init(|| ip_text(a)))
+    }
+}
+
+fn ip_text(a: SocketAddr) -> compact_str::CompactString {
+    use compact_str::ToCompactString;
+    a.ip().to_compact_string()
 }
 
 /// What reassembly tells the span stage, in stream order.
@@ -282,6 +310,7 @@ impl ConnTable {
                 let mut meta = (*conn.meta).clone();
                 meta.local = Some(open.local);
                 meta.remote = Some(open.remote);
+                meta.ip_text = IpText::default();
                 conn.meta = Arc::new(meta);
             }
             return;
@@ -297,6 +326,7 @@ impl ConnTable {
             origin: open.origin,
             process,
             tls: false,
+            ip_text: IpText::default(),
         };
         let mut conn = self.new_connection(meta, open.ts_ns);
         conn.fds.push(open.fd);
@@ -392,6 +422,7 @@ impl ConnTable {
                 origin: ConnOrigin::Unknown,
                 process,
                 tls: false,
+                ip_text: IpText::default(),
             };
             let conn = self.new_connection(meta, chunk.end_ns);
             self.conns.insert(chunk.key, Box::new(conn));

@@ -98,13 +98,19 @@ pub fn build(
                     }
                 }
                 (None, Some(l)) => {
-                    attrs.push(Attribute::str(sc::SERVER_ADDRESS, l.ip().to_string()));
+                    attrs.push(Attribute::str(
+                        sc::SERVER_ADDRESS,
+                        ex.conn.local_ip().cloned().unwrap_or_default(),
+                    ));
                     attrs.push(Attribute::int(sc::SERVER_PORT, i64::from(l.port())));
                 }
                 (None, None) => {}
             }
             if let Some(r) = ex.conn.remote {
-                attrs.push(Attribute::str(sc::CLIENT_ADDRESS, r.ip().to_string()));
+                attrs.push(Attribute::str(
+                    sc::CLIENT_ADDRESS,
+                    ex.conn.remote_ip().cloned().unwrap_or_default(),
+                ));
                 attrs.push(Attribute::int(sc::CLIENT_PORT, i64::from(r.port())));
             }
             (
@@ -122,7 +128,10 @@ pub fn build(
                     }
                 }
                 (None, Some(r)) => {
-                    attrs.push(Attribute::str(sc::SERVER_ADDRESS, r.ip().to_string()));
+                    attrs.push(Attribute::str(
+                        sc::SERVER_ADDRESS,
+                        ex.conn.remote_ip().cloned().unwrap_or_default(),
+                    ));
                     attrs.push(Attribute::int(sc::SERVER_PORT, i64::from(r.port())));
                 }
                 (None, None) => {}
@@ -134,7 +143,10 @@ pub fn build(
         }
     };
     if let Some(r) = ex.conn.remote {
-        attrs.push(Attribute::str(sc::NETWORK_PEER_ADDRESS, r.ip().to_string()));
+        attrs.push(Attribute::str(
+            sc::NETWORK_PEER_ADDRESS,
+            ex.conn.remote_ip().cloned().unwrap_or_default(),
+        ));
         attrs.push(Attribute::int(sc::NETWORK_PEER_PORT, i64::from(r.port())));
     }
     attrs.push(Attribute::int(sc::THREAD_ID, i64::from(ex.tid)));

@@ -20,6 +20,7 @@ fn exchange(db: DbExchange) -> Exchange {
             remote: Some("10.0.0.9:5432".parse().expect("addr")),
             origin: ConnOrigin::Unknown,
             tls: false,
+            ip_text: Default::default(),
             process: ProcessInfo::for_test("shop"),
         }),
         message: Message::Db(Box::new(db)),
