@@ -123,6 +123,29 @@ impl MessageStream {
                     };
                 }
                 State::Head { buf, start_ns } => {
+                    // The usual case, a whole head in one read, is parsed where it lies: no
+                    // buffer is allocated and nothing is copied. A partial head is buffered.
+                    let fresh = buf.is_empty();
+                    if fresh {
+                        match (grammar.parse)(&data) {
+                            Parse::Complete(head, used) => {
+                                let start_ns = *start_ns;
+                                let rest = data.slice(used.min(data.len())..);
+                                let kind = on(Step::Head { head, start_ns });
+                                self.state = match kind {
+                                    BodyKind::None => State::Idle,
+                                    kind => State::Body(BodyDecoder::new(kind)),
+                                };
+                                data = rest;
+                                continue;
+                            }
+                            Parse::Partial => {}
+                            Parse::Invalid(_) => {
+                                self.lose(on, Drop::InvalidHead);
+                                return;
+                            }
+                        }
+                    }
                     if buf.len().saturating_add(data.len()) > self.max_head.min(budget_left) {
                         let reason = if budget_left < self.max_head {
                             Drop::BufferBudget
@@ -134,6 +157,10 @@ impl MessageStream {
                     }
                     buf.extend_from_slice(&data);
                     data = Bytes::new();
+                    if fresh {
+                        // Just parsed: partial.
+                        continue;
+                    }
                     match (grammar.parse)(buf) {
                         Parse::Complete(head, used) => {
                             let start_ns = *start_ns;
@@ -285,5 +312,11 @@ mod tests {
         head.extend_from_slice(&big);
         assert_eq!(run(&[(&head, 0)]), ["drop head_too_large"]);
         assert_eq!(run(&[(b"\x16\x03\x01\x02\x00", 0)]), ["drop not_http"]);
+        // A whole head in one read is parsed where it lies, whatever the buffer bound; only
+        // a head that must be buffered is held to it.
+        head.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(run(&[(&head, 0)]), ["GET / @0"]);
+        let (first, second) = head.split_at(600);
+        assert_eq!(run(&[(first, 0), (second, 0)]), ["drop head_too_large"]);
     }
 }
