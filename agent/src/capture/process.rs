@@ -1,7 +1,9 @@
 //! Who a process is, from /proc: the resource its spans carry. Read once per process (on its
 //! first connection) and cached with a bound; a process already gone falls back to the thread
 //! name the kernel recorded.
-use std::{collections::HashMap, path::Path, sync::Arc};
+use std::{path::Path, sync::Arc};
+
+use foldhash::{HashMap, HashMapExt};
 
 use super::container::ContainerInfo;
 use crate::span::context::Threading;
@@ -150,7 +152,7 @@ fn load(pid: u32, comm: &str, with_command_line: bool) -> ProcessInfo {
 
 /// The service name in a raw environment block (`K=V\0K=V\0...`, possibly cut short).
 pub fn service_name_from_environ(block: &[u8]) -> Option<String> {
-    let mut env = HashMap::new();
+    let mut env = std::collections::HashMap::new();
     for var in block.split(|b| *b == 0) {
         for key in ["OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"] {
             if let Some(value) = var
@@ -168,7 +170,9 @@ pub fn service_name_from_environ(block: &[u8]) -> Option<String> {
 }
 
 /// `OTEL_SERVICE_NAME` wins over `service.name` in `OTEL_RESOURCE_ATTRIBUTES`, as in the SDKs.
-fn service_name_from_env(env: &HashMap<std::ffi::OsString, std::ffi::OsString>) -> Option<String> {
+fn service_name_from_env(
+    env: &std::collections::HashMap<std::ffi::OsString, std::ffi::OsString>,
+) -> Option<String> {
     let get = |k: &str| {
         env.get(std::ffi::OsStr::new(k))
             .map(|v| v.to_string_lossy().trim().to_string())
@@ -196,7 +200,9 @@ pub fn host_name() -> String {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> HashMap<std::ffi::OsString, std::ffi::OsString> {
+    fn env(
+        pairs: &[(&str, &str)],
+    ) -> std::collections::HashMap<std::ffi::OsString, std::ffi::OsString> {
         pairs
             .iter()
             .map(|(k, v)| ((*k).into(), (*v).into()))

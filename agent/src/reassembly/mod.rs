@@ -8,13 +8,10 @@ pub mod db;
 pub mod h2;
 pub mod stream;
 
-use std::{
-    collections::{HashMap, VecDeque},
-    net::SocketAddr,
-    sync::Arc,
-};
+use std::{collections::VecDeque, net::SocketAddr, sync::Arc};
 
 use agent_common::{ConnOrigin, Direction};
+use foldhash::{HashMap, HashMapExt};
 
 use crate::{
     capture::{

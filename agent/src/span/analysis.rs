@@ -9,9 +9,11 @@
 //! Findings are span events on the span they concern (see the README for each rule and its
 //! guard), and counted on `/metrics` (`tracewire_findings_total{finding}`).
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::VecDeque,
     time::{Duration, Instant},
 };
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use super::{AttrValue, Attribute, CompactString, Span, SpanEvent, SpanKind, hex, semconv as sc};
 

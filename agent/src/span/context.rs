@@ -8,7 +8,7 @@
 //!   makes the call); for runtimes that move work between threads (Go) only when the process is
 //!   serving exactly one request at that moment. When the agent cannot tell, the client span
 //!   starts a new trace: a wrong parent is worse than none.
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use crate::{
     capture::event::{KernelCtx, KernelCtxKind},
