@@ -314,36 +314,29 @@ fn a_steady_process_and_a_lone_request_are_no_cold_start() {
         "3x is not 10x"
     );
 
-    // Sub-millisecond: 50 µs after 4 µs is no cold start, however large the ratio.
-    let mut first = span(1, None, SpanKind::Server, 0, 0);
-    first.end_unix_ns = first.start_unix_ns + 50_000;
-    let mut spans = vec![first];
-    for i in 0..5u64 {
-        let mut s = span(10 + i as u8, None, SpanKind::Server, 10 + i, 10 + i);
-        s.end_unix_ns += 4_000;
-        spans.push(s);
-    }
-    assert!(
-        analyze(FindingsConfig::default(), spans)[&1]
-            .events
-            .is_empty()
-    );
-
-    // A hiccup: 9 ms after 300 µs is 30x, but under 10 ms slower; 11 ms after 300 µs is one.
-    for (first_ns, cold) in [(9_000_000u64, false), (10_400_000, true)] {
+    // A first request, then five of the same duration, each from 1 ms after the last:
+    // - sub-millisecond: 50 µs after 4 µs is no cold start, however large the ratio;
+    // - a hiccup: 9 ms after 300 µs is 30x, but under 10 ms slower; 10.4 ms after 300 µs is one.
+    for (first_ns, next_ns, cold) in [
+        (50_000u64, 4_000u64, false),
+        (9_000_000, 300_000, false),
+        (10_400_000, 300_000, true),
+    ] {
         let mut first = span(1, None, SpanKind::Server, 0, 0);
         first.end_unix_ns = first.start_unix_ns + first_ns;
         let mut spans = vec![first];
         for i in 0..5u64 {
             let mut s = span(10 + i as u8, None, SpanKind::Server, 20 + i, 20 + i);
-            s.end_unix_ns += 300_000;
+            s.end_unix_ns += next_ns;
             spans.push(s);
         }
-        assert_eq!(
-            !events(&analyze(FindingsConfig::default(), spans)[&1], COLD_START).is_empty(),
-            cold,
-            "{first_ns} ns after a median of 300 µs"
-        );
+        let out = analyze(FindingsConfig::default(), spans);
+        let what = format!("{first_ns} ns after a median of {next_ns} ns");
+        if cold {
+            assert_eq!(events(&out[&1], COLD_START).len(), 1, "{what}");
+        } else {
+            assert!(out[&1].events.is_empty(), "{what}");
+        }
     }
 
     // One request and nothing after it: released after the wait, without a verdict.
