@@ -101,6 +101,8 @@ pub struct TraceRequests {
     resources: HashMap<(u32, String, bool), (Resource, Vec<u8>)>,
     /// The scope, encoded.
     scope_bytes: Vec<u8>,
+    /// Scratch of [`Self::encode`]: the sizes its first pass computed, kept between batches.
+    sizes: Vec<u32>,
 }
 
 const MAX_RESOURCES: usize = 4096;
@@ -115,6 +117,7 @@ impl TraceRequests {
             node_attributes,
             pods: None,
             resources: HashMap::new(),
+            sizes: Vec::new(),
         }
     }
 
@@ -144,42 +147,68 @@ impl TraceRequests {
 
     /// The encoded `ExportTraceServiceRequest` for `batch`: a `ResourceSpans` per process (pid
     /// and service name), in the order the processes first appear. Written straight from the
-    /// agent's spans with prost's wire primitives: no protobuf struct, string or vector is
+    /// agent's spans with protobuf's wire format: no protobuf struct, string or vector is
     /// allocated per span. The bytes are those prost gives for [`Self::request`] (unit test).
+    ///
+    /// Two passes: the first sizes every span and attribute once (a nested message's length
+    /// comes before it), the second writes each process's spans straight into one buffer of
+    /// the exact size, with the lengths the first pass kept.
     pub fn encode(&mut self, batch: &[Span]) -> Encoded {
-        // Per process: (pid, service name, resource bytes, encoded spans).
-        let mut groups: Vec<(u32, &str, Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut groups: Vec<Group> = Vec::new();
+        let mut sizes = std::mem::take(&mut self.sizes);
+        sizes.clear();
+        // Where each span's sizes start.
+        let mut starts = Vec::with_capacity(batch.len());
         let mut last = usize::MAX;
-        for span in batch {
+        for (i, span) in batch.iter().enumerate() {
             let p = &span.process;
-            let same =
-                |g: &(u32, &str, Vec<u8>, Vec<u8>)| g.0 == p.pid && g.1 == p.service_name.as_str();
+            let same = |g: &Group| g.pid == p.pid && g.service == p.service_name.as_str();
             let slot = if groups.get(last).is_some_and(same) {
                 last
             } else if let Some(i) = groups.iter().position(same) {
                 i
             } else {
                 let resource = self.resource(span).1.clone();
-                groups.push((p.pid, p.service_name.as_str(), resource, Vec::new()));
+                groups.push(Group {
+                    pid: p.pid,
+                    service: p.service_name.as_str(),
+                    resource,
+                    spans_len: 0,
+                    members: Vec::new(),
+                });
                 groups.len() - 1
             };
             last = slot;
+            starts.push(sizes.len());
+            let len = wire::span_len(span, &mut sizes);
             if let Some(group) = groups.get_mut(slot) {
-                wire::put_span(&mut group.3, span);
+                group.spans_len += wire::field_len(2, len);
+                group.members.push(i as u32);
             }
         }
-        let mut out = Vec::new();
-        for (_, _, resource, spans) in &groups {
-            let scope_spans = wire::field_len(1, self.scope_bytes.len()) + spans.len();
-            let resource_spans =
-                wire::field_len(1, resource.len()) + wire::field_len(2, scope_spans);
-            out.reserve(wire::field_len(1, resource_spans));
-            wire::put_header(&mut out, 1, resource_spans);
-            wire::put_bytes(&mut out, 1, resource);
-            wire::put_header(&mut out, 2, scope_spans);
+        let scope_spans = |spans: usize| wire::field_len(1, self.scope_bytes.len()) + spans;
+        let resource_spans = |resource: &[u8], spans: usize| {
+            wire::field_len(1, resource.len()) + wire::field_len(2, scope_spans(spans))
+        };
+        let total = groups
+            .iter()
+            .map(|g| wire::field_len(1, resource_spans(&g.resource, g.spans_len)))
+            .sum();
+        let mut out = Vec::with_capacity(total);
+        for g in &groups {
+            wire::put_header(&mut out, 1, resource_spans(&g.resource, g.spans_len));
+            wire::put_bytes(&mut out, 1, &g.resource);
+            wire::put_header(&mut out, 2, scope_spans(g.spans_len));
             wire::put_bytes(&mut out, 1, &self.scope_bytes);
-            out.extend_from_slice(spans);
+            for &i in &g.members {
+                let i = i as usize;
+                if let (Some(span), Some(&start)) = (batch.get(i), starts.get(i)) {
+                    wire::put_span(&mut out, span, sizes.get(start..).unwrap_or_default());
+                }
+            }
         }
+        debug_assert_eq!(out.len(), total);
+        self.sizes = sizes;
         Encoded(out)
     }
 
@@ -222,6 +251,18 @@ impl TraceRequests {
     }
 }
 
+/// One process's spans in a request being encoded.
+struct Group<'a> {
+    pid: u32,
+    service: &'a str,
+    /// Its `Resource`, encoded.
+    resource: Vec<u8>,
+    /// Bytes of its encoded spans (fields 2 of its `ScopeSpans`).
+    spans_len: usize,
+    /// Its spans, as indexes into the batch.
+    members: Vec<u32>,
+}
+
 /// The gRPC method of OTLP span export.
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
@@ -229,6 +270,13 @@ const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/
 /// a prost message: its bytes are written as they are.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Encoded(pub Vec<u8>);
+
+/// The bytes are the body: moved, not copied.
+impl super::otlp_metrics::Body for Encoded {
+    fn into_body(self) -> Vec<u8> {
+        self.0
+    }
+}
 
 impl prost::Message for Encoded {
     fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
@@ -446,13 +494,33 @@ fn proto_span(span: Span) -> ProtoSpan {
     }
 }
 
-/// OTLP's `Span` written with prost's wire primitives, fields in tag order and defaults left
-/// out as prost does (so the bytes equal prost's for the same message). Lengths of nested
-/// messages are computed before they are written: nothing is encoded twice or buffered.
+/// OTLP's `Span` in protobuf's wire format, fields in tag order and defaults left out as prost
+/// does (so the bytes equal prost's for the same message). Lengths of nested messages are
+/// computed once, before they are written ([`wire::span_len`]): nothing is encoded twice or
+/// buffered.
 mod wire {
-    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+    use prost::encoding::{WireType, encoded_len_varint, key_len};
 
     use super::{AttrValue, Attribute, Span, SpanFlags, SpanKind, Status, TraceState};
+
+    /// A varint; most (tags, lengths, small numbers) are one byte.
+    #[inline]
+    fn put_raw_varint(buf: &mut Vec<u8>, mut v: u64) {
+        if v < 0x80 {
+            buf.push(v as u8);
+            return;
+        }
+        while v >= 0x80 {
+            buf.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        buf.push(v as u8);
+    }
+
+    #[inline]
+    fn put_key(buf: &mut Vec<u8>, tag: u32, wire_type: WireType) {
+        put_raw_varint(buf, u64::from(tag << 3 | wire_type as u32));
+    }
 
     /// Bytes of a length-delimited field `tag` holding `len` bytes.
     pub fn field_len(tag: u32, len: usize) -> usize {
@@ -460,17 +528,20 @@ mod wire {
     }
 
     /// The key and length of a length-delimited field; its `len` bytes follow.
+    #[inline]
     pub fn put_header(buf: &mut Vec<u8>, tag: u32, len: usize) {
-        encode_key(tag, WireType::LengthDelimited, buf);
-        encode_varint(len as u64, buf);
+        put_key(buf, tag, WireType::LengthDelimited);
+        put_raw_varint(buf, len as u64);
     }
 
+    #[inline]
     pub fn put_bytes(buf: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
         put_header(buf, tag, bytes.len());
         buf.extend_from_slice(bytes);
     }
 
     /// A proto3 string or bytes field: left out when empty.
+    #[inline]
     fn put_nonempty(buf: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
         if !bytes.is_empty() {
             put_bytes(buf, tag, bytes);
@@ -487,7 +558,7 @@ mod wire {
 
     fn put_fixed64(buf: &mut Vec<u8>, tag: u32, v: u64) {
         if v != 0 {
-            encode_key(tag, WireType::SixtyFourBit, buf);
+            put_key(buf, tag, WireType::SixtyFourBit);
             buf.extend_from_slice(&v.to_le_bytes());
         }
     }
@@ -502,8 +573,8 @@ mod wire {
 
     fn put_varint(buf: &mut Vec<u8>, tag: u32, v: u64) {
         if v != 0 {
-            encode_key(tag, WireType::Varint, buf);
-            encode_varint(v, buf);
+            put_key(buf, tag, WireType::Varint);
+            put_raw_varint(buf, v);
         }
     }
 
@@ -522,8 +593,8 @@ mod wire {
     }
 
     fn put_int_value(buf: &mut Vec<u8>, i: i64) {
-        encode_key(3, WireType::Varint, buf);
-        encode_varint(i as u64, buf);
+        put_key(buf, 3, WireType::Varint);
+        put_raw_varint(buf, i as u64);
     }
 
     /// `ArrayValue` (`values`, 1: repeated AnyValue) of strings or ints.
@@ -565,22 +636,24 @@ mod wire {
         }
     }
 
-    /// `KeyValue`: key (1), value (2, always present).
-    fn key_value_len(a: &Attribute) -> usize {
-        nonempty_len(1, a.key.len()) + field_len(2, any_value_len(&a.value))
+    /// `KeyValue`: key (1), value (2, always present); with its value's length.
+    fn key_value_len(a: &Attribute) -> (usize, usize) {
+        let value = any_value_len(&a.value);
+        (nonempty_len(1, a.key.len()) + field_len(2, value), value)
     }
 
-    fn put_key_value(buf: &mut Vec<u8>, tag: u32, a: &Attribute) {
-        put_header(buf, tag, key_value_len(a));
+    /// `a` as field `tag`, its lengths given.
+    fn put_key_value(buf: &mut Vec<u8>, tag: u32, a: &Attribute, len: usize, value_len: usize) {
+        put_header(buf, tag, len);
         put_nonempty(buf, 1, a.key.as_bytes());
-        put_header(buf, 2, any_value_len(&a.value));
+        put_header(buf, 2, value_len);
         put_any_value(buf, &a.value);
     }
 
     fn attributes_len(tag: u32, attributes: &[Attribute]) -> usize {
         attributes
             .iter()
-            .map(|a| field_len(tag, key_value_len(a)))
+            .map(|a| field_len(tag, key_value_len(a).0))
             .sum()
     }
 
@@ -597,28 +670,41 @@ mod wire {
         }
     }
 
-    /// Appends `span` as field 2 of a `ScopeSpans` (its `spans`).
-    pub fn put_span(buf: &mut Vec<u8>, span: &Span) {
-        // Passed on only if valid W3C tracestate, normalised.
-        let trace_state = span
-            .tracestate
+    /// The `tracestate` exported: passed on only if valid W3C tracestate, normalised.
+    fn trace_state(span: &Span) -> String {
+        span.tracestate
             .as_deref()
             .and_then(|s| s.parse::<TraceState>().ok())
             .map(|t| t.header())
-            .unwrap_or_default();
-        let parent: &[u8] = match &span.parent_span_id {
+            .unwrap_or_default()
+    }
+
+    fn parent(span: &Span) -> &[u8] {
+        match &span.parent_span_id {
             Some(p) => p,
             None => &[],
-        };
-        let kind: u64 = match span.kind {
+        }
+    }
+
+    fn kind(span: &Span) -> u64 {
+        match span.kind {
             SpanKind::Server => 2,
             SpanKind::Client => 3,
-        };
-        let mut flags = 1 | SpanFlags::ContextHasIsRemoteMask as u32;
-        if span.parent_is_remote {
-            flags |= SpanFlags::ContextIsRemoteMask as u32;
         }
-        let code = status_code(span.status);
+    }
+
+    /// The length of `span`'s message. Appends to `sizes` what [`put_span`] takes: that
+    /// length, then each attribute's `KeyValue` and `AnyValue` lengths.
+    pub fn span_len(span: &Span, sizes: &mut Vec<u32>) -> usize {
+        let at = sizes.len();
+        sizes.push(0);
+        let mut attributes = 0;
+        for a in &span.attributes {
+            let (len, value) = key_value_len(a);
+            sizes.push(len as u32);
+            sizes.push(value as u32);
+            attributes += field_len(9, len);
+        }
         let events: usize = span
             .events
             .iter()
@@ -626,41 +712,58 @@ mod wire {
             .sum();
         let len = field_len(1, span.trace_id.len())
             + field_len(2, span.span_id.len())
-            + nonempty_len(3, trace_state.len())
-            + nonempty_len(4, parent.len())
+            + nonempty_len(3, trace_state(span).len())
+            + nonempty_len(4, parent(span).len())
             + nonempty_len(5, span.name.len())
-            + varint_len(6, kind)
+            + varint_len(6, kind(span))
             + fixed64_len(7, span.start_unix_ns)
             + fixed64_len(8, span.end_unix_ns)
-            + attributes_len(9, &span.attributes)
+            + attributes
             + events
-            + field_len(15, varint_len(3, code))
+            + field_len(15, varint_len(3, status_code(span.status)))
             + key_len(16)
             + 4;
-        buf.reserve(field_len(2, len));
-        put_header(buf, 2, len);
+        if let Some(slot) = sizes.get_mut(at) {
+            *slot = len as u32;
+        }
+        len
+    }
+
+    /// Appends `span` as field 2 of a `ScopeSpans` (its `spans`), with the `sizes`
+    /// [`span_len`] gave.
+    pub fn put_span(buf: &mut Vec<u8>, span: &Span, sizes: &[u32]) {
+        let mut flags = 1 | SpanFlags::ContextHasIsRemoteMask as u32;
+        if span.parent_is_remote {
+            flags |= SpanFlags::ContextIsRemoteMask as u32;
+        }
+        let code = status_code(span.status);
+        let size = |i: usize| sizes.get(i).copied().unwrap_or(0) as usize;
+        put_header(buf, 2, size(0));
         put_bytes(buf, 1, &span.trace_id);
         put_bytes(buf, 2, &span.span_id);
-        put_nonempty(buf, 3, trace_state.as_bytes());
-        put_nonempty(buf, 4, parent);
+        if span.tracestate.is_some() {
+            put_nonempty(buf, 3, trace_state(span).as_bytes());
+        }
+        put_nonempty(buf, 4, parent(span));
         put_nonempty(buf, 5, span.name.as_bytes());
-        put_varint(buf, 6, kind);
+        put_varint(buf, 6, kind(span));
         put_fixed64(buf, 7, span.start_unix_ns);
         put_fixed64(buf, 8, span.end_unix_ns);
-        for a in &span.attributes {
-            put_key_value(buf, 9, a);
+        for (k, a) in span.attributes.iter().enumerate() {
+            put_key_value(buf, 9, a, size(1 + 2 * k), size(2 + 2 * k));
         }
         for e in &span.events {
             put_header(buf, 11, event_len(e.time_unix_ns, e.name, &e.attributes));
             put_fixed64(buf, 1, e.time_unix_ns);
             put_nonempty(buf, 2, e.name.as_bytes());
             for a in &e.attributes {
-                put_key_value(buf, 3, a);
+                let (len, value) = key_value_len(a);
+                put_key_value(buf, 3, a, len, value);
             }
         }
         put_header(buf, 15, varint_len(3, code));
         put_varint(buf, 3, code);
-        encode_key(16, WireType::ThirtyTwoBit, buf);
+        put_key(buf, 16, WireType::ThirtyTwoBit);
         buf.extend_from_slice(&flags.to_le_bytes());
     }
 }
@@ -839,6 +942,8 @@ mod tests {
         let encoded = requests.encode(&batch);
         let reference = requests.request(batch).encode_to_vec();
         assert_eq!(encoded.0, reference);
+        // Sized exactly by the first pass: never grown.
+        assert_eq!(encoded.0.capacity(), encoded.0.len());
         assert!(
             ExportTraceServiceRequest::decode(encoded.0.as_slice())
                 .expect("decodes")

@@ -237,6 +237,16 @@ pub async fn run(
 /// for the `last` one, at shutdown): over gRPC through `grpc` (the signal's generated client on
 /// the channel, compressed if the flag says so), over HTTP as a protobuf POST. Returns the
 /// collector's answer (over HTTP, an empty or undecodable body reads as the default answer).
+/// A request, as the body of an HTTP POST.
+pub(super) trait Body: prost::Message + Sized {
+    fn into_body(self) -> Vec<u8> {
+        self.encode_to_vec()
+    }
+}
+
+impl Body for opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest {}
+impl Body for opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest {}
+
 pub(super) async fn send<M, R, F, Fut>(
     client: &mut Client,
     cfg: &MetricsExportConfig,
@@ -245,7 +255,7 @@ pub(super) async fn send<M, R, F, Fut>(
     grpc: F,
 ) -> Result<R, String>
 where
-    M: prost::Message,
+    M: Body,
     R: prost::Message + Default,
     F: FnOnce(tonic::transport::Channel, tonic::Request<M>, bool) -> Fut,
     Fut: std::future::Future<Output = Result<R, tonic::Status>>,
@@ -267,7 +277,7 @@ async fn send_now<M, R, F, Fut>(
     grpc: F,
 ) -> Result<R, String>
 where
-    M: prost::Message,
+    M: Body,
     R: prost::Message + Default,
     F: FnOnce(tonic::transport::Channel, tonic::Request<M>, bool) -> Fut,
     Fut: std::future::Future<Output = Result<R, tonic::Status>>,
@@ -288,7 +298,7 @@ where
                 .map_err(|s| s.to_string())
         }
         Client::Http(c) => {
-            let mut body = request.encode_to_vec();
+            let mut body = request.into_body();
             let mut req = c
                 .post(&cfg.endpoint)
                 .header("content-type", "application/x-protobuf");
