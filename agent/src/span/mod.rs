@@ -148,9 +148,31 @@ impl Span {
     pub fn attribute(&self, key: &str) -> Option<&AttrValue> {
         self.attributes
             .iter()
-            .find(|a| a.key == key)
+            .find(|a| key_eq(a.key, key))
             .map(|a| &a.value)
     }
+}
+
+/// `a == b` for attribute keys, which are the `semconv` constants: most pairs differ in
+/// length or in their first eight bytes, and equal ones are mostly the same bytes, so the
+/// byte-by-byte comparison (a libc call) is rarely reached. RED and sampling look attributes
+/// up by key for every span.
+#[inline]
+fn key_eq(a: &str, b: &str) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    if std::ptr::eq(a.as_ptr(), b.as_ptr()) {
+        return true;
+    }
+    if let (Some(x), Some(y)) = (
+        a.as_bytes().first_chunk::<8>(),
+        b.as_bytes().first_chunk::<8>(),
+    ) && x != y
+    {
+        return false;
+    }
+    a == b
 }
 
 /// Converts the kernel's CLOCK_MONOTONIC timestamps to wall-clock time. The offset is taken

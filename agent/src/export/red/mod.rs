@@ -21,10 +21,9 @@ pub use route::{
     MAX_ROUTE_SEGMENTS, MAX_SEGMENT_LEN, ROUTE_ID, ROUTE_OTHER, ROUTE_REST, route_template,
 };
 
-use std::{
-    collections::{BTreeMap, HashSet},
-    fmt::Write as _,
-};
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use foldhash::{HashSet, HashSetExt as _};
 
 use compact_str::ToCompactString;
 
@@ -217,12 +216,22 @@ impl Series {
 }
 
 /// What one service has recorded.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Service {
     /// Routes admitted under the per-service limit.
-    routes: HashSet<String>,
+    routes: HashSet<CompactString>,
     series: [BTreeMap<Key, Series>; INSTRUMENTS.len()],
     overflow: [Option<Series>; INSTRUMENTS.len()],
+}
+
+impl Default for Service {
+    fn default() -> Self {
+        Service {
+            routes: HashSet::new(),
+            series: Default::default(),
+            overflow: Default::default(),
+        }
+    }
 }
 
 /// Cardinality limits.
@@ -434,7 +443,7 @@ fn str_attr<'a>(span: &'a Span, name: &str) -> Option<&'a str> {
     }
 }
 
-fn http_server_key(span: &Span, routes: &mut HashSet<String>, max_routes: usize) -> Key {
+fn http_server_key(span: &Span, routes: &mut HashSet<CompactString>, max_routes: usize) -> Key {
     let mut key = Vec::with_capacity(6);
     push_attr(&mut key, span, sc::HTTP_REQUEST_METHOD);
     push_attr(&mut key, span, sc::HTTP_RESPONSE_STATUS_CODE);
@@ -446,9 +455,9 @@ fn http_server_key(span: &Span, routes: &mut HashSet<String>, max_routes: usize)
             routes.insert(route.clone());
             route
         } else {
-            ROUTE_OTHER.to_string()
+            CompactString::const_new(ROUTE_OTHER)
         };
-        key.push((HTTP_ROUTE, Val::Str(route.into())));
+        key.push((HTTP_ROUTE, Val::Str(route)));
     }
     push_attr(&mut key, span, sc::URL_SCHEME);
     push_attr(&mut key, span, sc::NETWORK_PROTOCOL_VERSION);
