@@ -23,7 +23,7 @@ pub use route::{
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
-use foldhash::{HashSet, HashSetExt as _};
+use foldhash::HashSet;
 
 use compact_str::ToCompactString;
 
@@ -216,22 +216,12 @@ impl Series {
 }
 
 /// What one service has recorded.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Service {
     /// Routes admitted under the per-service limit.
     routes: HashSet<CompactString>,
     series: [BTreeMap<Key, Series>; INSTRUMENTS.len()],
     overflow: [Option<Series>; INSTRUMENTS.len()],
-}
-
-impl Default for Service {
-    fn default() -> Self {
-        Service {
-            routes: HashSet::new(),
-            series: Default::default(),
-            overflow: Default::default(),
-        }
-    }
 }
 
 /// Cardinality limits.

@@ -39,15 +39,13 @@ pub fn route_template(path: &str) -> CompactString {
         None => path,
     };
     // Only a target that does not start with `/` can be absolute-form.
-    let path = match path.starts_with('/') {
-        true => path,
-        false => match path.find("://") {
-            Some(i) => {
-                let after = &path[i + 3..];
-                after.find('/').map_or("/", |j| &after[j..])
-            }
-            None => path,
-        },
+    let path = if path.starts_with('/') {
+        path
+    } else if let Some(i) = path.find("://") {
+        let after = &path[i + 3..];
+        after.find('/').map_or("/", |j| &after[j..])
+    } else {
+        path
     };
     if path.is_empty() {
         return CompactString::const_new("/");
